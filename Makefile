@@ -1,0 +1,50 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv when missing, install the system libraries Open3D needs when missing,
+# install the package (editable, with dev extras), then run. Re-running is fast: each step is skipped
+# when its stamp file is newer than its inputs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SYSLIBS := libusb-1.0-0 libgl1 libegl1 libgomp1 libvulkan1 mesa-vulkan-drivers
+STAMP := $(VENV)/.geo3d-installed
+
+.PHONY: demo test lint bench setup clean-venv
+
+demo: $(STAMP)
+	$(VENV)/bin/geo3d demo --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) scripts/bench_ops.py
+
+setup: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+.syslibs-checked: Makefile
+	@missing=""; for p in $(SYSLIBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system libraries:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+# torch first: 2.13.x when torch is missing (a local CPU wheel where the machine has one, else PyPI).
+$(STAMP): $(VENV)/bin/python pyproject.toml .syslibs-checked
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.*"
+	$(PIP) install -q -e ".[dev]"
+	@touch $@
+
+clean-venv:
+	rm -rf $(VENV) .syslibs-checked
