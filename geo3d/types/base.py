@@ -1,7 +1,8 @@
-"""A small base for dataclasses over tensors: ``.to(device)`` and ``.numpy()``-free field mapping."""
+"""A small base for dataclasses over tensors: ``.to(device)`` and ``.device``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TypeVar
 
@@ -17,13 +18,13 @@ class TensorDataclass:
     """
 
     def to(self: T, device: torch.device | str) -> T:
-        """Return a copy with every tensor field on ``device``."""
-        changes = {}
+        """Return a shallow copy with every tensor field on ``device`` (not re-validated: already valid)."""
+        moved = copy.copy(self)
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device)
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+                setattr(moved, f.name, value.to(device))
+        return moved
 
     @property
     def device(self) -> torch.device:

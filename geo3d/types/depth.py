@@ -35,8 +35,8 @@ class DepthMap(TensorDataclass):
             check_tensor("DepthMap.valid", self.valid, tuple(self.depth.shape))
             if bool((self.valid & ~finite).any()):
                 raise ValueError("DepthMap.valid: marks NaN/infinite depths as valid")
-        if bool((self.depth[self.valid] < 0).any()):
-            raise ValueError("DepthMap.depth: negative depth at valid pixels")
+        if bool((self.depth[finite] < 0).any()):
+            raise ValueError("DepthMap.depth: negative depth values (expected metres >= 0, 0 = missing)")
         self.depth = torch.where(self.valid, self.depth, torch.zeros_like(self.depth))
         if self.K is not None:
             self.K = as_tensor(self.K, torch.float32)
