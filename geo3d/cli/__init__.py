@@ -107,7 +107,7 @@ def _add_view(sub) -> None:
             examples:
               geo3d view scan.ply mesh.obj
               geo3d view velodyne/000001.bin --boxes label_2/000001.txt --calib calib/000001.txt --out f.png
-              geo3d view velodyne/000001.bin --calib calib/000001.txt --pred results/000001.txt --view bev --out p.png"""),
+              geo3d view velodyne/000001.bin --calib calib/000001.txt --pred pred/000001.txt --view bev --out p.png"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path,
