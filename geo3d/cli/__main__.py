@@ -1,0 +1,3 @@
+from geo3d.cli import main
+
+raise SystemExit(main())
