@@ -26,13 +26,14 @@ bench: $(STAMP)
 
 setup: $(STAMP)
 
-$(VENV)/bin/python:
+$(VENV)/bin/python: | .syslibs-checked
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
 .syslibs-checked: Makefile
 	@missing=""; for p in $(SYSLIBS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system libraries:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
