@@ -1,0 +1,42 @@
+"""The op layer: sparse convolution, voxelization, scatter reductions, neighbours, rotated boxes, splatting.
+
+Every op picks its backend from its input's device (CUDA kernels from spconv/gsplat/torch on CUDA tensors,
+a tested CPU path on CPU tensors); pipelines call these functions and never branch on the device. Each op
+has a simple reference in :mod:`ops.reference` (used by tests only) and a row in ``scripts/bench_ops.py``.
+
+The names below are imported lazily (on first use), so ``import ops`` does not load spconv or numba:
+
+>>> from ops import hard_voxelize, SubMConv3d, nms_rotated  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+# spconv 2.3.6 decorates its autograd functions with torch.cuda.amp.custom_fwd/bwd, deprecated since
+# torch 2.4: one FutureWarning per function at import, about spconv's code, not ours or the user's.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv\.")
+
+_EXPORTS = {
+    "ops.sparse_conv": ("SparseConv2d", "SparseConv3d", "SparseConvTensor", "SparseInverseConv2d",
+                        "SparseInverseConv3d", "SparseMaxPool2d", "SparseMaxPool3d", "SparseSequential",
+                        "SubMConv2d", "SubMConv3d", "sparse_tensor"),
+    "ops.voxelize": ("dynamic_voxelize", "grid_size", "hard_voxelize"),
+    "ops.scatter": ("scatter_max", "scatter_mean", "scatter_sum"),
+    "ops.neighbors": ("knn", "radius_graph"),
+    "ops.boxes": ("batched_nms_rotated", "boxes_iou_3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_rotated"),
+    "ops.rasterize": ("rasterize_gaussians",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'ops' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
