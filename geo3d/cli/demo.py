@@ -63,10 +63,9 @@ def _fmt(value) -> str:
 
 def stage_shapes(out: Path, report: Report) -> None:
     """Synthesize a mesh scene, read it back, check it, render it."""
-    from viewers.files import view_files
-
     from geo3d.io import read_mesh, read_point_cloud
     from geo3d.synth.shapes import generate_shapes
+    from viewers.files import view_files
 
     data = generate_shapes(out / "data" / "shapes", num_objects=5, num_points=20000, seed=0)
     meta = json.loads((data / "scene.json").read_text())
@@ -117,10 +116,9 @@ def stage_formats(out: Path, report: Report) -> None:
 
 def stage_kitti(out: Path, report: Report) -> None:
     """A synthetic LiDAR frame in KITTI format, read back and rendered; the real sample too when present."""
-    from viewers.files import view_files
-
     from geo3d.io.kitti import read_frame
     from geo3d.synth.kitti import generate_kitti
+    from viewers.files import view_files
 
     root = generate_kitti(out / "data" / "kitti_synth", frames=1, val_frames=0, seed=0, workers=1)
     frame_id = "000000"

@@ -1,0 +1,221 @@
+"""Training-time augmentation of LiDAR frames (SECOND / OpenPCDet ``DataAugmentor``, ``DataBaseSampler``).
+
+Global transforms move points and boxes together: a flip across the x axis (y -> -y), a rotation
+about z and a uniform scaling, all about the sensor origin. Ground-truth sampling pastes objects cut
+from other training frames (their points and boxes, at their original place) into the scene, rejects
+pastes that overlap an existing or already pasted box in BEV (``ops.boxes.boxes_iou_bev``), and
+removes the scene points inside the pasted boxes. Randomness comes from a ``numpy.random.Generator``
+passed in, so a seeded loader gives the same augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geo3d.types import limit_period, points_in_boxes
+from ops.boxes import boxes_iou_bev
+
+
+def flip_x(points: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror the scene across the x axis (y -> -y, yaw -> -yaw).
+
+    Args:
+        points: (N, C) float32 ``x, y, z, ...`` metres.
+        boxes: (M, 7) float32 ``x, y, z, dx, dy, dz, yaw``.
+
+    Returns:
+        New (N, C) points and (M, 7) boxes.
+    """
+    points, boxes = points.clone(), boxes.clone()
+    points[:, 1] = -points[:, 1]
+    boxes[:, 1] = -boxes[:, 1]
+    boxes[:, 6] = limit_period(-boxes[:, 6])
+    return points, boxes
+
+
+def rotate_z(points: torch.Tensor, boxes: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate the scene about the z axis through the origin.
+
+    Args:
+        points: (N, C) float32 ``x, y, z, ...`` metres.
+        boxes: (M, 7) float32 boxes.
+        angle: radians, counter-clockwise seen from above.
+
+    Returns:
+        New (N, C) points and (M, 7) boxes (yaw wrapped to ``[-pi, pi)``).
+    """
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.tensor([[c, s], [-s, c]], dtype=points.dtype)  # row vectors: p @ rot == R p
+    points, boxes = points.clone(), boxes.clone()
+    points[:, :2] = points[:, :2] @ rot
+    boxes[:, :2] = boxes[:, :2] @ rot.to(boxes.dtype)
+    boxes[:, 6] = limit_period(boxes[:, 6] + angle)
+    return points, boxes
+
+
+def scale(points: torch.Tensor, boxes: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale the scene about the origin.
+
+    Args:
+        points: (N, C) float32 ``x, y, z, ...`` metres (only x, y, z scale).
+        boxes: (M, 7) float32 boxes (centres and sizes scale).
+        factor: scale factor > 0.
+
+    Returns:
+        New (N, C) points and (M, 7) boxes.
+    """
+    points, boxes = points.clone(), boxes.clone()
+    points[:, :3] *= factor
+    boxes[:, :6] *= factor
+    return points, boxes
+
+
+@dataclass
+class GTDatabase:
+    """Objects cut out of training frames, per class.
+
+    Attributes:
+        boxes: per class index, (K, 7) float32 boxes.
+        points: per class index, K tensors (P_k, C) float32 of the points inside each box.
+    """
+
+    boxes: dict[int, torch.Tensor] = field(default_factory=dict)
+    points: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, frames: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], min_points: int) -> GTDatabase:
+        """Collect the objects of training frames.
+
+        Args:
+            frames: ``(points (N, C), boxes (M, 7), labels (M,) int64)`` per frame.
+            min_points: objects with fewer points inside are skipped.
+
+        Returns:
+            The database.
+        """
+        boxes: dict[int, list[torch.Tensor]] = {}
+        points: dict[int, list[torch.Tensor]] = {}
+        for pts, bxs, lbls in frames:
+            if len(bxs) == 0:
+                continue
+            inside = points_in_boxes(pts[:, :3], bxs)  # (N, M)
+            for j in range(len(bxs)):
+                obj = pts[inside[:, j]]
+                if obj.shape[0] < min_points:
+                    continue
+                k = int(lbls[j])
+                boxes.setdefault(k, []).append(bxs[j])
+                points.setdefault(k, []).append(obj)
+        return cls({k: torch.stack(v) for k, v in boxes.items()}, points)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.points.values())
+
+
+def sample_ground_truth(
+    points: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    database: GTDatabase,
+    sample_counts: dict[int, int],
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste database objects into a frame until each class has ``sample_counts[k]`` boxes.
+
+    Args:
+        points: (N, C) float32 frame points.
+        boxes: (M, 7) float32 frame boxes.
+        labels: (M,) int64 class indices.
+        database: the objects to draw from.
+        sample_counts: class index -> wanted number of boxes per frame (OpenPCDet's ``SAMPLE_GROUPS``).
+        rng: random generator.
+
+    Returns:
+        Points (N', C) with the pasted objects' points (scene points inside pasted boxes removed),
+        boxes (M', 7) and labels (M',), the pasted ones appended.
+    """
+    cand_boxes, cand_labels, cand_points = [], [], []
+    for k, wanted in sample_counts.items():
+        have = int((labels == k).sum())
+        pool = database.boxes.get(k)
+        n = min(wanted - have, 0 if pool is None else len(pool))
+        if n <= 0:
+            continue
+        for i in rng.choice(len(pool), size=n, replace=False):
+            cand_boxes.append(pool[i])
+            cand_labels.append(k)
+            cand_points.append(database.points[k][i])
+    if not cand_boxes:
+        return points, boxes, labels
+    cand = torch.stack(cand_boxes)
+    with_existing = boxes_iou_bev(cand, boxes) if len(boxes) else cand.new_zeros(len(cand), 0)
+    among = boxes_iou_bev(cand, cand)
+    accepted: list[int] = []
+    for i in range(len(cand)):
+        if bool((with_existing[i] > 0).any()) or any(bool(among[i, j] > 0) for j in accepted):
+            continue
+        accepted.append(i)
+    if not accepted:
+        return points, boxes, labels
+    new_boxes = cand[accepted]
+    keep = ~points_in_boxes(points[:, :3], new_boxes).any(dim=1)
+    points = torch.cat([points[keep]] + [cand_points[i] for i in accepted])
+    boxes = torch.cat([boxes, new_boxes])
+    labels = torch.cat([labels, torch.tensor([cand_labels[i] for i in accepted], dtype=labels.dtype)])
+    return points, boxes, labels
+
+
+@dataclass
+class AugmentConfig:
+    """Which augmentations to apply in training.
+
+    Attributes:
+        flip_x: mirror across x with probability 0.5.
+        rotation_range: ``[lo, hi]`` radians of the uniform global rotation (``[0, 0]`` disables).
+        scale_range: ``[lo, hi]`` of the uniform global scale (``[1, 1]`` disables).
+        sample_counts: class index -> boxes per frame after ground-truth sampling (empty disables).
+    """
+
+    flip_x: bool = True
+    rotation_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)
+    scale_range: tuple[float, float] = (0.95, 1.05)
+    sample_counts: dict[int, int] = field(default_factory=dict)
+
+
+def augment_frame(
+    points: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    database: GTDatabase | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground-truth sampling, then flip, rotation and scaling (OpenPCDet's order).
+
+    Args:
+        points: (N, C) float32 ``x, y, z, ...`` metres.
+        boxes: (M, 7) float32 boxes.
+        labels: (M,) int64 class indices.
+        config: what to apply.
+        rng: random generator.
+        database: objects for ground-truth sampling (skipped when None or empty).
+
+    Returns:
+        Augmented points (N', C), boxes (M', 7), labels (M',).
+    """
+    if database is not None and len(database) and config.sample_counts:
+        points, boxes, labels = sample_ground_truth(points, boxes, labels, database, config.sample_counts, rng)
+    if config.flip_x and rng.random() < 0.5:
+        points, boxes = flip_x(points, boxes)
+    lo, hi = config.rotation_range
+    if hi > lo:
+        points, boxes = rotate_z(points, boxes, float(rng.uniform(lo, hi)))
+    lo, hi = config.scale_range
+    if hi > lo:
+        points, boxes = scale(points, boxes, float(rng.uniform(lo, hi)))
+    return points, boxes, labels

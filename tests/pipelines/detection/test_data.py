@@ -1,0 +1,96 @@
+"""KittiDataModule / dataset: cropping, class filtering, batching, and clear errors on malformed input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geo3d.errors import InputError
+from geo3d.io.kitti import read_velodyne
+from pipelines.detection.data import KittiDataModule, KittiDetectionDataset, collate_frames, list_frames
+
+RANGE = [0.0, -20.0, -3.0, 40.0, 20.0, 1.0]
+
+
+def _expected_points(root):
+    """Points of frame 0 in the image (hand projection, see conftest CALIB) and in the range."""
+    p = read_velodyne(root / "training" / "velodyne" / "000000.bin").astype(np.float64)
+    depth = p[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = 621.0 + 720.0 * -p[:, 1] / depth
+        v = 187.5 + 720.0 * -p[:, 2] / depth
+    fov = (depth > 0) & (u >= 0) & (u < 1242) & (v >= 0) & (v < 375)
+    lo, hi = np.array(RANGE[:3]), np.array(RANGE[3:])
+    inside = ((p[:, :3] >= lo) & (p[:, :3] < hi)).all(1)
+    return p[fov & inside]
+
+
+def test_item_is_cropped_and_filtered(hand_kitti):
+    ds = KittiDetectionDataset(hand_kitti, ["000000"], ["Car"], RANGE)
+    item = ds[0]
+    expected = _expected_points(hand_kitti)
+    assert 0 < len(expected) < 200  # some points ahead fall below the image
+    np.testing.assert_allclose(np.sort(item["points"][:, 0].numpy()), np.sort(expected[:, 0]), rtol=1e-6)
+    # Car at (15, 0) kept; the Pedestrian (other class) and the car at 150 m (out of range) dropped.
+    assert item["gt_labels"].tolist() == [0]
+    torch.testing.assert_close(item["gt_boxes"][0, :3], torch.tensor([15.0, 0.0, -1.0]), atol=1e-5, rtol=0)
+    assert [o.type for o in item["annos"]] == ["Car", "Pedestrian", "DontCare", "Car"]  # all kept for eval
+    ds2 = KittiDetectionDataset(hand_kitti, ["000000"], ["Car", "Pedestrian"], RANGE)
+    assert ds2[0]["gt_labels"].tolist() == [0, 1]
+
+
+def test_collate(hand_kitti):
+    ds = KittiDetectionDataset(hand_kitti, ["000000", "000001"], ["Car"], RANGE)
+    batch = collate_frames([ds[0], ds[1]])
+    n0 = len(ds[0]["points"])
+    assert batch["points"].shape == (2 * n0, 4) and batch["batch_size"] == 2
+    assert batch["batch"].tolist() == [0] * n0 + [1] * n0
+    assert batch["frame_id"] == ["000000", "000001"] and len(batch["gt_boxes"]) == 2
+
+
+def test_datamodule_stages_and_split_all(hand_kitti):
+    dm = KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE, batch_size=1,
+                         gt_sampling={"Car": 3})
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 1 and len(dm.datasets["val"]) == 1
+    assert len(dm.datasets["train"].database) == 1  # the one in-range car with >= 5 points
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["batch_size"] == 1
+    assert list_frames(hand_kitti, "all") == ["000000", "000001"]
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="point_cloud_range"):
+        KittiDataModule("x", point_cloud_range=[0, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match="gt_sampling"):
+        KittiDataModule("x", class_names=["Car"], gt_sampling={"Van": 3})
+
+
+def test_missing_folder_split_and_files(hand_kitti, tmp_path):
+    with pytest.raises(InputError, match="training/velodyne"):
+        list_frames(tmp_path / "nowhere", "train")
+    with pytest.raises(InputError, match="test.txt: split file missing"):
+        list_frames(hand_kitti, "test")
+    (hand_kitti / "training" / "label_2" / "000001.txt").unlink()
+    with pytest.raises(InputError, match=r"label_2: 1 frame\(s\) of the split have no label_2 file, e.g. 000001"):
+        KittiDetectionDataset(hand_kitti, ["000000", "000001"], ["Car"], RANGE)
+    # Prediction does not need labels.
+    ds = KittiDetectionDataset(hand_kitti, ["000001"], ["Car"], RANGE, require_labels=False)
+    assert ds[0]["annos"] is None and len(ds[0]["gt_boxes"]) == 0
+
+
+def test_malformed_files_name_the_file(hand_kitti):
+    velodyne = hand_kitti / "training" / "velodyne" / "000000.bin"
+    velodyne.write_bytes(velodyne.read_bytes()[:-6])
+    ds = KittiDetectionDataset(hand_kitti, ["000000", "000001"], ["Car"], RANGE)
+    with pytest.raises(InputError, match="000000.bin: truncated"):
+        ds[0]
+    label = hand_kitti / "training" / "label_2" / "000001.txt"
+    label.write_text("Car 0 0 0 1 2 3 4 1.5 1.6\n")
+    with pytest.raises(InputError, match=r"000001.txt: line 1: expected 15 or 16 columns, got 10"):
+        ds[1]
+    calib = hand_kitti / "training" / "calib" / "000001.txt"
+    calib.write_text("P2: 1 2 3\n")
+    with pytest.raises(InputError, match="calib/000001.txt"):
+        ds[1]
