@@ -12,11 +12,18 @@ The names below are imported lazily (on first use), so ``import ops`` does not l
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
 
 # spconv 2.3.6 decorates its autograd functions with torch.cuda.amp.custom_fwd/bwd, deprecated since
-# torch 2.4: one FutureWarning per function at import, about spconv's code, not ours or the user's.
+# torch 2.4 (one FutureWarning per function at import), and SparseConvTensor.dense() indexes with a list
+# (a UserWarning on every call). Both are about spconv's code, not ours or the user's.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv\.")
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        category=UserWarning, module=r"spconv\.")
+# spconv asks torch.fx.is_fx_tracing() in every module call; torch logs a deprecation note on the first.
+logging.getLogger("torch.fx._symbolic_trace").addFilter(
+    lambda record: "is_fx_tracing will return true" not in record.getMessage())
 
 _EXPORTS = {
     "ops.sparse_conv": ("SparseConv2d", "SparseConv3d", "SparseConvTensor", "SparseInverseConv2d",

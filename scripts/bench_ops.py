@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--only", nargs="*", default=None, help="bench module names to run (default: all)")
     args = parser.parse_args(argv)
+    import torch
+
+    if args.device not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to torch on this machine")
+    load_before = os.getloadavg()
     names = sorted(m.name for m in pkgutil.iter_modules([str(HERE / "bench")]) if not m.name.startswith("_"))
     if args.only:
         names = [n for n in names if n in args.only]
@@ -51,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         met = {True: "yes", False: "NO", None: "-"}[r.get("ok")]
         table.append([r["op"], r["case"], _fmt(r["ours_s"]), r.get("ref", "-"), _fmt(r.get("ref_s")), ratio,
                       r.get("target", "-"), met])
-    print(f"device: {args.device}")
+    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else cpu
+    print(f"device: {args.device} ({machine}); torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
+          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in table:
