@@ -34,15 +34,19 @@ examples:
 
 def run_lightning(args: list[str]) -> None:
     """Run the Lightning CLI (``fit``/``validate``/``test``/``predict``) with ``args``."""
+    from unittest import mock
+
     from pytorch_lightning.cli import LightningCLI
 
-    LightningCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        parser_kwargs={"epilog": "example: geo3d fit --config configs/detection/second_tiny_cpu.yaml"},
-    )
+    # Lightning reads sys.argv (and warns when given ``args`` beside a non-empty sys.argv), so the
+    # arguments go in as the process's own, also when main() is called from Python.
+    with mock.patch.object(sys, "argv", ["geo3d", *args]):
+        LightningCLI(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"epilog": "example: geo3d fit --config configs/detection/second_tiny_cpu.yaml"},
+        )
 
 
 # --- synth -------------------------------------------------------------------------------------------
