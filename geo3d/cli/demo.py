@@ -143,11 +143,29 @@ def stage_kitti(out: Path, report: Report) -> None:
 
 def stage_detection(out: Path, report: Report, minutes: float | None) -> None:
     """The detection pipeline's stage: train (or reuse a checkpoint), evaluate, render predictions."""
+    from geo3d.io.kitti import read_label
     from pipelines.detection.demo import run_detection_demo
+    from viewers.files import view_files
 
     kwargs = {} if minutes is None else {"max_minutes": minutes}
     result = run_detection_demo(out / "detection", **kwargs)
-    report.add("detection", result["text"], result["metrics"], result.get("images", []))
+    images = []
+    # The validation frame with the most labelled cars, ground truth (green) against predictions (red).
+    val = result["data_dir"] / "training"
+    frame_ids = sorted(p.stem for p in result["val_results"].glob("*.txt"))
+    if frame_ids:
+        frame = max(frame_ids, key=lambda i: sum(o.type == "Car" for o in read_label(val / "label_2" / f"{i}.txt")))
+        images.append(view_files([val / "velodyne" / f"{frame}.bin"], boxes=val / "label_2" / f"{frame}.txt",
+                                 calib=val / "calib" / f"{frame}.txt", pred=result["val_results"] / f"{frame}.txt",
+                                 out=out / f"detection_val_{frame}.png", width=1280, height=720))
+    if result["results"] is not None:
+        real = result["real_dir"] / "training"
+        images.append(view_files([real / "velodyne" / "000001.bin"], boxes=real / "label_2" / "000001.txt",
+                                 calib=real / "calib" / "000001.txt", pred=result["results"] / "000001.txt",
+                                 out=out / "detection_real_000001.png", width=1280, height=720))
+    text = result["text"] + (" Renders: ground truth green, predictions red with their scores (a validation "
+                             "frame, then the real KITTI frame).")
+    report.add("detection", text, result["metrics"], images + result.get("images", []))
 
 
 def run_demo(

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from geo3d.io.atomic import atomic_path
 from pipelines.detection.data import KittiDataModule, collate_frames, list_frames
 from pipelines.detection.module import SecondDetector
 
@@ -69,7 +70,9 @@ def run_detection_demo(
 
     Returns:
         ``text`` (a markdown paragraph), ``metrics`` (dict of floats), ``images`` (list of PNG paths),
-        ``checkpoint`` (Path), ``results`` (folder of KITTI result files or None).
+        ``checkpoint`` (Path), ``results`` (the real frame's KITTI result files, or None), ``val_results``
+        (KITTI result files of the validation frames), ``data_dir`` (the KITTI-format data set, Path) and
+        ``real_dir`` (the real KITTI folder, or None).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +82,7 @@ def run_detection_demo(
     if data_dir is None:
         from geo3d.synth.kitti import generate_kitti
 
-        data_dir = generate_kitti(out / "synth_kitti", frames=train_frames, val_frames=val_frames, seed=seed,
-                                  progress=False)
+        data_dir = generate_kitti(out / "synth_kitti", frames=train_frames, val_frames=val_frames, seed=seed)
     data_args.update(data_dir=str(data_dir), num_workers=0)
     pl.seed_everything(seed, workers=True)
     ckpt = Path(checkpoint) if checkpoint else out / "second_tiny.ckpt"
@@ -91,12 +93,15 @@ def run_detection_demo(
         model = SecondDetector(**model_args)
         n_train = len(list_frames(data_dir, data_args["train_split"]))
         epochs = max(1, int(max_minutes * 60 * 0.85 / (SECONDS_PER_FRAME * n_train)))
+        print(f"training the tiny SECOND on {n_train} frames for {epochs} epochs (at most {max_minutes:g} min)",
+              flush=True)
         trainer = pl.Trainer(max_epochs=epochs, max_time={"minutes": max_minutes}, accelerator="auto", devices=1,
                              gradient_clip_val=10.0, logger=pl.loggers.CSVLogger(out, name="logs"),
-                             enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                             enable_checkpointing=False, num_sanity_val_steps=0,
                              limit_val_batches=0, enable_model_summary=False)
         trainer.fit(model, datamodule=datamodule)
-        trainer.save_checkpoint(ckpt)
+        with atomic_path(ckpt) as tmp:  # an interrupted save never leaves a checkpoint to reuse
+            trainer.save_checkpoint(tmp)
     model = SecondDetector.load_from_checkpoint(ckpt, map_location="cpu")
     train_seconds = time.perf_counter() - start
     evaluator = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
@@ -108,6 +113,10 @@ def run_detection_demo(
     shown = ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt
     text = (f"SECOND (tiny CPU configuration) {origin} `{shown}`, evaluated with the KITTI protocol on "
             f"{int(metrics['val_frames'])} validation frames of `{data_dir}`.")
+    val_results = out / "val_results"
+    model.result_dir = str(val_results)
+    evaluator.predict(model, datamodule=KittiDataModule(**{**data_args, "predict_split": data_args["val_split"]}))
+    text += f" Its detections on the validation frames are in `{val_results.relative_to(out)}`."
     images = []
     result_dir = None
     real = _real_kitti_dir()
@@ -126,4 +135,5 @@ def run_detection_demo(
                  f"{model.hparams.score_thresh}; results in `{result_dir.relative_to(out)}`), in "
                  f"{metrics['real_frame_inference_s'] * 1000:.0f} ms per frame on the CPU "
                  f"({torch.get_num_threads()} torch thread(s)).")
-    return {"text": text, "metrics": metrics, "images": images, "checkpoint": ckpt, "results": result_dir}
+    return {"text": text, "metrics": metrics, "images": images, "checkpoint": ckpt, "results": result_dir,
+            "val_results": val_results, "data_dir": Path(data_dir), "real_dir": real}

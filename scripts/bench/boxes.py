@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import torch
 
+from bench._timing import timings
 from ops.boxes import boxes_iou_bev, nms_rotated
 from ops.reference.boxes import iou_bev_reference
 
@@ -47,17 +47,7 @@ def make_detections(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _median_seconds(fn, device: str, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timings(fn, device, repeats))
 
 
 def rows(device: str) -> list[dict]:

@@ -12,32 +12,22 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from bench._timing import seconds
 from ops.neighbors import knn, radius_graph
 
 N_POINTS, NEIGHBOURS, K = 100_000, 20, 16
 RADIUS = (NEIGHBOURS / (N_POINTS * 4 / 3 * math.pi)) ** (1 / 3)
 
 
-def _seconds(fn, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
 def _median_pair(ours, ref, device: str, repeats: int = 5) -> tuple[float, float]:
     """Median seconds of ``ours`` and ``ref``, run alternately after one warm-up each."""
     ours(), ref()
-    times = [(_seconds(ours, device), _seconds(ref, "cpu")) for _ in range(repeats)]
+    times = [(seconds(ours, device), seconds(ref, "cpu")) for _ in range(repeats)]
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 

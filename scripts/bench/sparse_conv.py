@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench._timing import timings
 from ops.sparse_conv import SubMConv3d, sparse_tensor
 from ops.voxelize import dynamic_voxelize
 
@@ -32,21 +32,6 @@ KITTI_SCAN = SHARED_DATA / "kitti" / "training" / "velodyne" / "000001.bin"
 SECOND_VOXEL = [0.05, 0.05, 0.1]
 SECOND_RANGE = [0.0, -40.0, -3.0, 70.4, 40.0, 1.0]
 KITTI_SHAPE = [41, 1600, 1408]  # SECOND's sparse input shape: z grid (40) + 1
-
-
-def _best_time(fn, device: str, repeats: int) -> float:
-    """Best seconds of ``fn()`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def _random_sites(n: int, shape: list[int], seed: int = 0) -> torch.Tensor:
@@ -83,7 +68,7 @@ def _conv_rows(coords: torch.Tensor, shape: list[int], device: str, repeats: int
     def forward_backward():
         conv(sparse_tensor(leaf, coords, shape, 1)).features.sum().backward()
 
-    return _best_time(forward, device, repeats), _best_time(forward_backward, device, repeats)
+    return min(timings(forward, device, repeats)), min(timings(forward_backward, device, repeats))
 
 
 @contextlib.contextmanager
@@ -120,7 +105,7 @@ def _rows(device: str, threads: int | None) -> list[dict]:
         with torch.no_grad():
             F.conv3d(dense, weight, padding=1)
 
-    ref = _best_time(dense_forward, device, repeats=3)
+    ref = min(timings(dense_forward, device, repeats=3))
     case = f"1% of 128^3 ({coords.shape[0]:,} voxels), batch 1, forward, {setting}"
     out.append(dict(op="SubMConv3d 16->16 k3", case=case, ours_s=fwd, ref_s=ref,
                     ref="dense torch conv3d, same grid",

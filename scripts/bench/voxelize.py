@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from spconv.pytorch.utils import PointToVoxel
 
+from bench._timing import timings
 from ops import voxelize
 
 SHARED_DATA = Path(os.environ.get("GEO3D_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared/data"))
@@ -36,15 +37,7 @@ MAX_POINTS, MAX_VOXELS = 5, 16_000
 
 def _times(fn, device: str, repeats: int) -> tuple[float, float]:
     """(best, median) seconds of ``fn()`` over ``repeats`` runs (call it once before to exclude warm-up)."""
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    times = timings(fn, device, repeats, warmup=False)
     return min(times), statistics.median(times)
 
 
