@@ -111,11 +111,13 @@ def _add_view(sub) -> None:
             examples:
               geo3d view scan.ply mesh.obj
               geo3d view velodyne/000001.bin --boxes label_2/000001.txt --calib calib/000001.txt --out f.png
-              geo3d view velodyne/000001.bin --calib calib/000001.txt --pred pred/000001.txt --view bev --out p.png"""),
+              geo3d view velodyne/000001.bin --calib calib/000001.txt --pred pred/000001.txt --view bev --out p.png
+              geo3d view fox/transforms.json --out cameras.png"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path,
-                   help="point clouds (.bin .ply .pcd .xyz) and meshes (.ply .obj ...)")
+                   help="point clouds (.bin .ply .pcd .xyz), meshes (.ply .obj .off .stl .glb), "
+                        "cameras (transforms.json)")
     p.add_argument("--boxes", type=Path, help="KITTI label_2 file: ground-truth boxes (camera frame; needs --calib)")
     p.add_argument("--pred", type=Path, help="KITTI result file with scores: predicted boxes (needs --calib)")
     p.add_argument("--calib", type=Path, help="KITTI calib file for --boxes/--pred")
