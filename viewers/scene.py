@@ -22,6 +22,8 @@ Kind = Literal["points", "mesh", "lines"]
 # Box edges over Boxes3D corner order (bottom face 0-3, top face 4-7), then the heading tick.
 _BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6],
                        [3, 7], [8, 9]])
+# Camera frustum edges over (centre, 4 image corners, "up" tick tip): 4 rays, the image rectangle, the tick.
+_FRUSTUM_EDGES = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1], [1, 5]])
 
 
 @dataclass
@@ -190,14 +192,7 @@ class Scene:
         front = centre.copy()
         front[:, :2] += heading * b[:, 3:4].numpy() / 2
         vertices = np.concatenate([corners, centre[:, None], front[:, None]], 1)  # (N, 10, 3)
-        lines = (_BOX_EDGES[None] + 10 * np.arange(len(b))[:, None, None]).reshape(-1, 2)
-        ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(vertices.reshape(-1, 3)),
-                                  o3d.utility.Vector2iVector(lines.astype(np.int32)))
-        ls.paint_uniform_color(rgb)
-        item = SceneItem(self._name(name, "boxes"), ls, "lines", line_width=float(line_width))
-        self.items.append(item)
-        if label is not None:
-            self.legend.append((label, rgb))
+        item = self._add_lines(vertices, _BOX_EDGES, rgb, label, line_width, self._name(name, "boxes"))
         if tag_boxes:
             names = boxes.names() if boxes.labels is not None else [""] * len(boxes)
             scores = [None] * len(boxes) if boxes.scores is None else boxes.scores.tolist()
@@ -243,12 +238,16 @@ class Scene:
         rays = np.einsum("cij,pj->cpi", np.linalg.inv(K), pixels)  # (C, 5, 3) at depth 1, camera frame
         local = np.concatenate([np.zeros((len(K), 1, 3)), rays * size], 1)  # centre, 4 corners, up tick
         world = np.einsum("cij,cpj->cpi", cam_to_world[:, :3, :3], local) + centres[:, None]
-        edges = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1], [1, 5]])
-        lines = (edges[None] + 6 * np.arange(len(K))[:, None, None]).reshape(-1, 2)
-        ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(world.reshape(-1, 3)),
+        return self._add_lines(world, _FRUSTUM_EDGES, rgb, label, line_width, self._name(name, "cameras"))
+
+    def _add_lines(self, vertices: np.ndarray, edges: np.ndarray, rgb: RGB, label: str | None, line_width: float,
+                   name: str) -> SceneItem:
+        """Add one line set drawing the same ``edges`` (E, 2) over each object's vertices (N, P, 3), metres."""
+        lines = (edges[None] + vertices.shape[1] * np.arange(len(vertices))[:, None, None]).reshape(-1, 2)
+        ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(vertices.reshape(-1, 3)),
                                   o3d.utility.Vector2iVector(lines.astype(np.int32)))
         ls.paint_uniform_color(rgb)
-        item = SceneItem(self._name(name, "cameras"), ls, "lines", line_width=float(line_width))
+        item = SceneItem(name, ls, "lines", line_width=float(line_width))
         self.items.append(item)
         if label is not None:
             self.legend.append((label, rgb))
