@@ -1,9 +1,12 @@
-"""View files: point clouds, meshes and KITTI frames, in a window or as a headless PNG.
+"""View files: point clouds, meshes, 3D Gaussian splats and KITTI frames, in a window or as a headless PNG.
 
 File types, by extension:
 
 * ``.bin``: a KITTI velodyne scan, coloured by reflectance; the sensor is at the origin.
-* ``.ply`` / ``.obj``: a mesh when the file has faces, else a point cloud (see :func:`_has_faces`).
+* ``.ply`` / ``.obj``: a mesh when the file has faces, else a point cloud (see :func:`_has_faces`);
+  a ``.ply`` whose vertices have the 3D Gaussian splatting properties (``f_dc_0``, ``opacity``,
+  ``scale_0``, ``rot_0``) is read as Gaussians and drawn as coloured centres or ellipsoids (see
+  :meth:`viewers.scene.Scene.add_gaussians`).
 * ``.off`` / ``.stl`` / ``.glb``: meshes; ``.pcd`` / ``.xyz``: point clouds. Clouds with colours are
   drawn in them, else by intensity when they have one, else by height.
 * ``.json``: a NeRF-synthetic / instant-ngp ``transforms.json``: its cameras, drawn as frustums (frames
@@ -23,18 +26,20 @@ import numpy as np
 import open3d as o3d
 
 from geo3d.errors import InputError
-from geo3d.io import read_mesh, read_point_cloud
+from geo3d.io import read_gaussian_ply, read_mesh, read_point_cloud
 from geo3d.io.kitti import objects_to_boxes_lidar, read_calib, read_label, read_velodyne
 from geo3d.io.transforms_json import read_transforms
 from geo3d.types import PointCloud
 from viewers.colors import GROUND_TRUTH, PREDICTION
 from viewers.render import render_png
-from viewers.scene import Scene
+from viewers.scene import GaussianMode, Scene
 from viewers.window import has_display, show
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb")
 CLOUD_SUFFIXES = (".bin", ".ply", ".obj", ".pcd", ".xyz")
 CAMERA_SUFFIXES = (".json",)
+GAUSSIAN_PROPERTIES = ("f_dc_0", "opacity", "scale_0", "rot_0")
+"""Vertex properties that mark a PLY file as 3D Gaussian splatting output."""
 PathLike = str | os.PathLike
 
 
@@ -57,6 +62,23 @@ def _has_faces(path: Path) -> bool:
         return any(line.startswith("f ") for line in f)
 
 
+def _is_gaussian_ply(path: Path) -> bool:
+    """Whether a PLY file's header gives its vertices all of :data:`GAUSSIAN_PROPERTIES` (3DGS output)."""
+    if path.suffix.lower() != ".ply":
+        return False
+    properties, element = set(), None
+    with open(path, "rb") as f:
+        for raw in f:
+            words = raw.decode("ascii", errors="replace").split()
+            if words[:1] == ["end_header"]:
+                break
+            if words[:1] == ["element"] and len(words) > 1:
+                element = words[1]
+            elif words[:1] == ["property"] and element == "vertex":
+                properties.add(words[-1])
+    return set(GAUSSIAN_PROPERTIES) <= properties
+
+
 def _read_xyz(path: Path) -> PointCloud:
     """An ASCII ``x y z`` file (extra columns ignored), via Open3D."""
     pcd = o3d.io.read_point_cloud(str(path), format="xyz")
@@ -65,7 +87,7 @@ def _read_xyz(path: Path) -> PointCloud:
     return PointCloud(np.asarray(pcd.points, np.float32))
 
 
-def _add_file(scene: Scene, path: Path) -> str:
+def _add_file(scene: Scene, path: Path, gaussians: GaussianMode = "centres") -> str:
     """Load one file into the scene; returns a short description for the title."""
     suffix = path.suffix.lower()
     known = MESH_SUFFIXES + CLOUD_SUFFIXES + CAMERA_SUFFIXES
@@ -85,6 +107,10 @@ def _add_file(scene: Scene, path: Path) -> str:
         scene.add_points(PointCloud(scan[:, :3], features=scan[:, 3:4]), color_by="intensity", point_size=3.0,
                          sensor=(0.0, 0.0, 0.0))
         return f"{path.name}: {len(scan):,} points"
+    if _is_gaussian_ply(path):
+        splats = read_gaussian_ply(path)
+        scene.add_gaussians(splats, mode=gaussians)
+        return f"{path.name}: {len(splats):,} Gaussians (degree {splats.sh_degree} SH)"
     if suffix in (".off", ".stl", ".glb") or (suffix in (".ply", ".obj") and _has_faces(path)):
         mesh = read_mesh(path)
         scene.add_mesh(mesh)
@@ -120,6 +146,7 @@ def load_scene(
     boxes: PathLike | None = None,
     calib: PathLike | None = None,
     pred: PathLike | None = None,
+    gaussians: GaussianMode = "centres",
 ) -> tuple[Scene, str]:
     """Load files and KITTI boxes into one scene (what :func:`view_files` shows).
 
@@ -129,6 +156,8 @@ def load_scene(
             lines are skipped.
         calib: the KITTI ``calib`` file of the frame; needed with ``boxes`` or ``pred``.
         pred: a KITTI result file (16th column = score): predictions, red, tagged ``"Car 0.87"``.
+        gaussians: how to draw 3DGS PLY files: ``"centres"`` (a point per Gaussian) or ``"ellipsoids"``
+            (the largest as 2-sigma ellipsoids, the rest as centres).
 
     Returns:
         The scene and a one-line title, e.g. ``"000001.bin: 120,268 points, 3 boxes"``.
@@ -140,7 +169,9 @@ def load_scene(
     if not paths:
         raise InputError(None, "no files given")
     scene = Scene()
-    parts = [_add_file(scene, path) for path in paths]
+    if gaussians not in ("centres", "ellipsoids"):
+        raise InputError(None, f"gaussians: expected 'centres' or 'ellipsoids', got {gaussians!r}")
+    parts = [_add_file(scene, path, gaussians) for path in paths]
     if boxes is not None:
         parts.append(f"{_add_labels(scene, boxes, calib, 'labels')} boxes")
     if pred is not None:
@@ -157,6 +188,7 @@ def view_files(
     width: int = 1280,
     height: int = 720,
     view: str = "auto",
+    gaussians: GaussianMode = "centres",
 ) -> Path | None:
     """Show files together: in an Open3D window, or rendered headless to a PNG.
 
@@ -170,6 +202,7 @@ def view_files(
         width: window / image width in pixels.
         height: window / image height in pixels.
         view: ``"auto"``, ``"bev"`` or ``"front"`` (see :func:`viewers.render.frame_camera`).
+        gaussians: how to draw 3DGS PLY files: ``"centres"`` or ``"ellipsoids"`` (see :func:`load_scene`).
 
     Returns:
         The PNG path, or None when a window was shown.
@@ -177,7 +210,7 @@ def view_files(
     Raises:
         InputError: a file is missing or of an unknown type, or boxes come without calib.
     """
-    scene, title = load_scene(paths, boxes, calib, pred)
+    scene, title = load_scene(paths, boxes, calib, pred, gaussians)
     if out is None and has_display():
         show(scene, title, width, height, view)
         return None

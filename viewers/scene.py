@@ -3,7 +3,8 @@
 A :class:`Scene` is a list of named Open3D geometries (points, meshes, box line sets) with their
 drawing style, a legend ``(label, colour)`` list, and text tags anchored at 3D points (box names and
 scores). It only describes what to draw; :mod:`viewers.render` and :mod:`viewers.window` draw it.
-Builders take the geo3d types (:class:`PointCloud`, :class:`Mesh`, :class:`Boxes3D`).
+Builders take the geo3d types (:class:`PointCloud`, :class:`Mesh`, :class:`Boxes3D`, :class:`Cameras`,
+:class:`Gaussians`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ from typing import Literal
 import numpy as np
 import open3d as o3d
 import torch
+import trimesh
+from kornia.geometry.conversions import quaternion_to_rotation_matrix
 
-from geo3d.types import Boxes3D, Cameras, Mesh, PointCloud
+from geo3d.types import Boxes3D, Cameras, Gaussians, Mesh, PointCloud
 from viewers.colors import MESH_DEFAULT, POINT_SPAN, RGB, apply_colormap, parse_color
 
 Kind = Literal["points", "mesh", "lines"]
+GaussianMode = Literal["centres", "ellipsoids"]
+ELLIPSOID_SIGMAS = 2.0
+"""Gaussians drawn as ellipsoids reach this many standard deviations along each axis."""
+ELLIPSOID_MIN_OPACITY = 0.5
+"""Only Gaussians at least this opaque are candidates for ellipsoids (faint large ones would hide the rest)."""
 # Box edges over Boxes3D corner order (bottom face 0-3, top face 4-7), then the heading tick.
 _BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6],
                        [3, 7], [8, 9]])
@@ -156,6 +164,86 @@ class Scene:
         item = SceneItem(self._name(name, "mesh"), tm, "mesh")
         self.items.append(item)
         return item
+
+    def add_gaussians(
+        self,
+        gaussians: Gaussians,
+        mode: GaussianMode = "centres",
+        max_ellipsoids: int = 2000,
+        min_opacity: float = 0.1,
+        name: str | None = None,
+        label: str | None = None,
+        point_size: float = 2.0,
+    ) -> list[SceneItem]:
+        """Add 3D Gaussians, coloured by their view-independent (DC) colour; fainter ones are skipped.
+
+        ``"centres"``: one point per Gaussian at its mean. ``"ellipsoids"``: the ``max_ellipsoids``
+        largest Gaussians by volume among those at least :data:`ELLIPSOID_MIN_OPACITY` opaque, as low-poly
+        ellipsoids (a 42-vertex icosphere per Gaussian, rotated by its quaternion and reaching
+        :data:`ELLIPSOID_SIGMAS` = 2 standard deviations along each axis) merged into one lit mesh, and
+        the other Gaussians as centres.
+
+        Args:
+            gaussians: N Gaussians (means (N, 3) metres, quats (N, 4) ``w, x, y, z``, scales (N, 3) metres).
+            mode: ``"centres"`` or ``"ellipsoids"``.
+            max_ellipsoids: most ellipsoids drawn (``"ellipsoids"`` mode).
+            min_opacity: Gaussians below this opacity are not drawn.
+            name: name prefix; items are ``<name>`` (centres) and ``<name>_ellipsoids``; default
+                ``gaussians_<i>``.
+            label: legend text; None adds no legend entry. Its square has the median DC colour.
+            point_size: point diameter in pixels for the centres.
+
+        Returns:
+            The new items: the ellipsoid mesh (when any), then the centres point cloud (when any).
+
+        Raises:
+            ValueError: an unknown ``mode``, or no Gaussian reaches ``min_opacity``.
+        """
+        if mode not in ("centres", "ellipsoids"):
+            raise ValueError(f"add_gaussians: mode must be 'centres' or 'ellipsoids', got {mode!r}")
+        opacities = gaussians.opacities.detach().cpu().double().numpy()
+        visible = np.flatnonzero(opacities >= min_opacity)
+        if len(visible) == 0:
+            raise ValueError(f"add_gaussians: no Gaussian has opacity >= {min_opacity} "
+                             f"(max {opacities.max() if len(opacities) else 0:.3g})")
+        means = gaussians.means.detach().cpu().double().numpy()
+        colors = gaussians.base_colors().detach().cpu().double().numpy()
+        taken = {item.name for item in self.items}
+        if name is None:  # both ``gaussians_<i>`` and ``gaussians_<i>_ellipsoids`` must be free
+            i = 0
+            while {f"gaussians_{i}", f"gaussians_{i}_ellipsoids"} & taken:
+                i += 1
+            name = f"gaussians_{i}"
+        base = self._name(name, "gaussians")
+        chosen = np.zeros(0, dtype=np.int64)
+        if mode == "ellipsoids":
+            scales = gaussians.scales.detach().cpu().double().numpy()
+            candidates = visible[opacities[visible] >= ELLIPSOID_MIN_OPACITY]
+            volume = scales[candidates].prod(1)
+            chosen = candidates[np.argsort(-volume, kind="stable")[:max(int(max_ellipsoids), 0)]]
+        items = []
+        if len(chosen):
+            rot = quaternion_to_rotation_matrix(gaussians.unit_quats[chosen].detach().cpu().double()).numpy()
+            sphere = trimesh.creation.icosphere(subdivisions=1)
+            unit, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+            # vertex = mean + R diag(k sigma) u, for every chosen Gaussian and icosphere vertex at once
+            axes = rot * (ELLIPSOID_SIGMAS * scales[chosen])[:, None, :]  # (M, 3, 3): R diag(k sigma)
+            vertices = means[chosen, None, :] + np.einsum("mij,vj->mvi", axes, unit)  # (M, V, 3)
+            all_faces = faces[None] + len(unit) * np.arange(len(chosen))[:, None, None]
+            tm = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices.reshape(-1, 3)),
+                                           o3d.utility.Vector3iVector(all_faces.reshape(-1, 3).astype(np.int32)))
+            tm.vertex_colors = o3d.utility.Vector3dVector(np.repeat(colors[chosen], len(unit), axis=0))
+            tm.compute_vertex_normals()
+            items.append(SceneItem(self._name(f"{base}_ellipsoids", "gaussians"), tm, "mesh"))
+        rest = np.setdiff1d(visible, chosen)
+        if len(rest):
+            pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(means[rest]))
+            pcd.colors = o3d.utility.Vector3dVector(colors[rest])
+            items.append(SceneItem(base, pcd, "points", point_size=float(point_size)))
+        self.items.extend(items)
+        if label is not None:
+            self.legend.append((label, tuple(float(c) for c in np.median(colors[visible], 0))))
+        return items
 
     def add_boxes(
         self,

@@ -3,7 +3,8 @@
 Subcommands:
     fit | validate | test | predict   Lightning CLI (model and data chosen by class path in the YAML)
     synth KIND OUT                    write synthetic data in real file formats
-    view FILE...                      show point clouds, meshes and KITTI frames (window or headless PNG)
+    view FILE...                      show point clouds, meshes, 3DGS splats and KITTI frames (window or PNG)
+    render SCENE.ply                  render a 3DGS PLY: a transforms.json's cameras or a turntable -> PNG, GIF
     demo                              run the main job end to end on generated data, write a report
 
 Bad input prints one line ``geo3d: error: <file>: <problem>`` and exits with code 2
@@ -29,6 +30,7 @@ examples:
   geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0
   geo3d fit --config configs/detection/second_tiny_cpu.yaml
   geo3d view frame.bin --boxes label.txt --calib calib.txt --out frame.png
+  geo3d render scene_3dgs.ply --turntable 36 --out out/turntable
 """
 
 
@@ -61,6 +63,11 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
         out = generate_kitti(args.out, frames=args.frames, val_frames=args.val_frames, seed=args.seed,
                              workers=args.workers)
+    elif args.kind == "nerf":
+        from geo3d.synth.nerf import generate_nerf
+
+        out = generate_nerf(args.out, object=args.object, res=args.res, views=args.views,
+                            test_views=args.test_views, seed=args.seed)
     else:  # argparse restricts choices; kept for clarity
         raise InputError(None, f"unknown synth kind {args.kind!r}")
     print(f"wrote {args.kind} data to {out}")
@@ -74,12 +81,14 @@ def _add_synth(sub) -> None:
             kinds:
               shapes  coloured primitives on a ground plane: scene.ply, objects/*.ply, points.ply, scene.json
               kitti   LiDAR scenes ray-cast by a simulated 64-beam sensor, as a KITTI object dataset
+              nerf    RGBA renders of one coloured object around a sphere, NeRF-synthetic layout + mesh.ply
             examples:
               geo3d synth shapes out/shapes --objects 5 --seed 0
-              geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0"""),
+              geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0
+              geo3d synth nerf data/synth_nerf --object toy --res 128 --views 100 --test-views 50"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["shapes", "kitti"], help="what to generate")
+    p.add_argument("kind", choices=["shapes", "kitti", "nerf"], help="what to generate")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     p.add_argument("--objects", type=int, default=5, help="shapes: number of objects (default 5)")
@@ -87,6 +96,11 @@ def _add_synth(sub) -> None:
     p.add_argument("--frames", type=int, default=400, help="kitti: training frames (default 400)")
     p.add_argument("--val-frames", type=int, default=120, help="kitti: validation frames (default 120)")
     p.add_argument("--workers", type=int, default=2, help="kitti: worker processes (default 2)")
+    p.add_argument("--object", default="toy", metavar="NAME",
+                   help="nerf: toy, chair, mug or robot (default toy)")
+    p.add_argument("--res", type=int, default=128, help="nerf: image width and height in pixels (default 128)")
+    p.add_argument("--views", type=int, default=100, help="nerf: training views (default 100)")
+    p.add_argument("--test-views", type=int, default=50, help="nerf: test views (default 50)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -96,28 +110,31 @@ def _cmd_view(args: argparse.Namespace) -> None:
     from viewers.files import view_files
 
     out = view_files(args.files, boxes=args.boxes, calib=args.calib, pred=args.pred, out=args.out,
-                     width=args.width, height=args.height, view=args.view)
+                     width=args.width, height=args.height, view=args.view, gaussians=args.gaussians)
     if out is not None:
         print(f"wrote {out}")
 
 
 def _add_view(sub) -> None:
     p = sub.add_parser(
-        "view", help="show point clouds, meshes and KITTI frames",
+        "view", help="show point clouds, meshes, 3DGS splats and KITTI frames",
         description="Show files in an Open3D window, or render them headless to a PNG (with --out, or when there is "
                     "no display). Point clouds are coloured by height (or LiDAR intensity), KITTI label boxes "
-                    "are drawn as oriented boxes (ground truth green, predictions red with scores).",
+                    "are drawn as oriented boxes (ground truth green, predictions red with scores). A 3D Gaussian "
+                    "splatting PLY is drawn as coloured Gaussian centres (or, with --gaussians ellipsoids, its "
+                    "largest Gaussians as 2-sigma ellipsoids).",
         epilog=textwrap.dedent("""\
             examples:
               geo3d view scan.ply mesh.obj
               geo3d view velodyne/000001.bin --boxes label_2/000001.txt --calib calib/000001.txt --out f.png
               geo3d view velodyne/000001.bin --calib calib/000001.txt --pred pred/000001.txt --view bev --out p.png
-              geo3d view fox/transforms.json --out cameras.png"""),
+              geo3d view fox/transforms.json --out cameras.png
+              geo3d view scene_3dgs.ply --gaussians ellipsoids --out splats.png"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path,
                    help="point clouds (.bin .ply .pcd .xyz), meshes (.ply .obj .off .stl .glb), "
-                        "cameras (transforms.json)")
+                        "3DGS splats (.ply), cameras (transforms.json)")
     p.add_argument("--boxes", type=Path, help="KITTI label_2 file: ground-truth boxes (camera frame; needs --calib)")
     p.add_argument("--pred", type=Path, help="KITTI result file with scores: predicted boxes (needs --calib)")
     p.add_argument("--calib", type=Path, help="KITTI calib file for --boxes/--pred")
@@ -125,29 +142,82 @@ def _add_view(sub) -> None:
     p.add_argument("--view", choices=["auto", "bev", "front"], default="auto", help="camera (default auto)")
     p.add_argument("--width", type=int, default=1280, help="PNG width in pixels (default 1280)")
     p.add_argument("--height", type=int, default=720, help="PNG height in pixels (default 720)")
+    p.add_argument("--gaussians", choices=["centres", "ellipsoids"], default="centres",
+                   help="3DGS PLY files: draw each Gaussian's centre, or the largest as ellipsoids (default centres)")
     p.set_defaults(func=_cmd_view)
+
+
+# --- render ------------------------------------------------------------------------------------------
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from pipelines.splatting.render import render_to_files
+
+    written = render_to_files(args.scene, args.out, cameras=args.cameras, turntable=args.turntable,
+                              depth=args.depth, scale=args.scale, background=args.background, width=args.width,
+                              height=args.height, elevation=args.elevation)
+    images = [p for p in written if p.parent == args.out and p.suffix == ".png"]
+    others = [p for p in written if p.parent == args.out and p.suffix != ".png"]
+    print(f"wrote {len(images)} images to {args.out}" + "".join(f", {p}" for p in others))
+    if args.depth:
+        print(f"wrote RGB-D frames (7-Scenes layout, depth in mm) to {args.out / 'rgbd'}")
+
+
+def _add_render(sub) -> None:
+    p = sub.add_parser(
+        "render", help="render a 3D Gaussian splatting PLY into cameras or a turntable",
+        description="Render a 3DGS PLY (full SH degree) into the cameras of a transforms.json or into N turntable "
+                    "views, and write PNGs and an animated GIF; with --depth also an RGB-D folder (7-Scenes "
+                    "layout: colour, uint16 depth in millimetres, camera-to-world poses, intrinsics).",
+        epilog=textwrap.dedent("""\
+            examples:
+              geo3d render scene.ply --cameras transforms.json --out out/renders --depth
+              geo3d render scene.ply --turntable 36 --out out/turntable --background black
+              geo3d render scene.ply --cameras transforms.json --turntable 60 --scale 0.5 --out out/orbit"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scene", type=Path, help="3D Gaussian splatting PLY file")
+    p.add_argument("--cameras", type=Path, help="transforms.json: render its cameras (with --turntable: circle "
+                                                "what they look at, at their distance, with their intrinsics)")
+    p.add_argument("--turntable", type=int, metavar="N", help="render N views on a circle around the scene")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--depth", action="store_true", help="also write an RGB-D folder OUT/rgbd (depth in mm)")
+    p.add_argument("--scale", type=float, default=1.0, help="image size factor (default 1)")
+    p.add_argument("--background", choices=["white", "black"], default="white", help="background (default white)")
+    p.add_argument("--width", type=int, help="turntable width in pixels (default: the cameras', else 512)")
+    p.add_argument("--height", type=int, help="turntable height in pixels (default: the cameras', else 512)")
+    p.add_argument("--elevation", type=float, metavar="DEG",
+                   help="turntable elevation in degrees (default: the cameras' mean, else 20)")
+    p.set_defaults(func=_cmd_render)
 
 
 # --- demo --------------------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from geo3d.cli.demo import run_demo
+    from geo3d.cli.demo import STAGES, run_demo
 
-    report = run_demo(args.out, detection_minutes=args.detection_minutes, skip=set(args.skip or []))
+    stages = list(args.stages) if args.stages else list(STAGES)
+    stages = [s for s in stages if s not in set(args.skip or [])]
+    report = run_demo(args.out, detection_minutes=args.detection_minutes, stages=stages)
     print(f"report: {report}")
 
 
 def _add_demo(sub) -> None:
+    from geo3d.cli.demo import STAGES
+
     p = sub.add_parser(
         "demo", help="run the main job end to end on generated data and write a report",
         description="Generate data in real formats, read it back, run each pipeline stage, evaluate, and render "
-                    "headless PNGs. Writes OUT/report.md, OUT/metrics.json and OUT/*.png.",
-        epilog="example: geo3d demo --out out/demo",
+                    "headless PNGs. Writes OUT/report.md, OUT/metrics.json and OUT/*.png. "
+                    f"Stages: {', '.join(STAGES)}.",
+        epilog="examples:\n  geo3d demo --out out/demo\n  geo3d demo --stages splatting",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="report folder (default out/demo)")
+    p.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
+                   help=f"run only these stages, in the usual order ({', '.join(STAGES)}; default all)")
+    p.add_argument("--skip", nargs="+", choices=STAGES, metavar="STAGE", help="stages to leave out")
     p.add_argument("--detection-minutes", type=float, default=None,
                    help="detection stage training budget in minutes (default: the stage's own)")
-    p.add_argument("--skip", nargs="*", choices=["detection", "kitti"], help="stages to skip")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -161,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,predict,synth,view,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,predict,synth,view,render,demo}")
     _add_synth(sub)
     _add_view(sub)
+    _add_render(sub)
     _add_demo(sub)
     return parser
 
