@@ -388,11 +388,11 @@ class SplatDataModule(pl.LightningDataModule):
 def scene_center_and_scale(cameras: Cameras) -> tuple[torch.Tensor, float]:
     """A scene centre and size from cameras alone, robust with 2-4 cameras.
 
-    The centre is the point nearest (least squares) to all optical axes; with (nearly) parallel axes it falls
-    back to the point one median camera distance ahead of the mean camera. The scale is 1.1 x the median
-    camera-to-centre distance, which plays the role of 3DGS's "cameras extent" (1.1 x the largest distance
-    of a camera from the mean camera centre: with 2 cameras that is half the baseline, far too small for a
-    turntable of 2-4 views, whereas the distance to the look-at point is what the scene's size scales with).
+    The centre is the point nearest (least squares) to all optical axes
+    (:func:`pipelines.splatting.render.center_from_cameras`). The scale is 1.1 x the median camera-to-centre
+    distance, in the role of 3DGS's "cameras extent" (1.1 x the largest distance of a camera from the mean
+    camera centre: with 2 cameras that is half the baseline, far too small for a turntable of 2-4 views,
+    whereas the distance to the look-at point is what the scene's size scales with).
 
     Args:
         cameras: C >= 1 cameras.
@@ -400,21 +400,10 @@ def scene_center_and_scale(cameras: Cameras) -> tuple[torch.Tensor, float]:
     Returns:
         center: (3,) float32 metres; scale: metres.
     """
-    c2w = cameras.cam_to_world.double()
-    origins, dirs = c2w[:, :3, 3], c2w[:, :3, 2]
-    proj = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]  # (C, 3, 3)
-    A, b = proj.sum(0), (proj @ origins[:, :, None]).sum(0)[:, 0]
-    if len(cameras) >= 2 and torch.linalg.cond(A) < 1e6:
-        center = torch.linalg.solve(A, b)
-        ahead = ((center - origins) * dirs).sum(1)
-        if bool((ahead <= 0).all()):  # behind every camera: not a look-at point
-            center = None
-    else:
-        center = None
-    if center is None:
-        spread = (origins - origins.mean(0)).norm(dim=1).max().item()
-        center = origins.mean(0) + dirs.mean(0) * max(spread, 1.0)
-    dist = (origins - center).norm(dim=1)
+    from pipelines.splatting.render import center_from_cameras
+
+    center = center_from_cameras(cameras).double()
+    dist = (cameras.centers.double() - center).norm(dim=1)
     scale = 1.1 * float(dist.median())
     if not math.isfinite(scale) or scale <= 0:
         raise InputError(None, "cameras: could not derive a scene scale (all cameras at one point?)")

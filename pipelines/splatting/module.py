@@ -127,12 +127,20 @@ class FloaterPruning:
 
 @dataclass
 class LossWeights:
-    """Weights of the loss terms."""
+    """Weights of the loss terms, and ``random_background``: with masks, composite the target and the render over
+    a random colour each step (instead of the fixed background), so transparent Gaussians cannot pass for
+    background and the object has to be opaque exactly where the mask is."""
 
     ssim: float = 0.2
     mask: float = 0.1
     opacity: float = 0.0
     scale: float = 0.0
+    random_background: bool = False
+
+
+# Checkpoints hold the hyperparameters, these dataclasses among them; torch.load(weights_only=True), the default
+# since torch 2.6, rebuilds only allow-listed classes.
+torch.serialization.add_safe_globals([InitOptions, LearningRates, Densification, FloaterPruning, LossWeights])
 
 
 class GaussianSplatting(pl.LightningModule):
@@ -196,10 +204,10 @@ class GaussianSplatting(pl.LightningModule):
         center, scale = scene_center_and_scale(dm.train.cameras)
         self.scene_center.copy_(center)
         self.scene_scale.fill_(scale)
-        points, colors = self._initial_points(dm, center, scale)
+        points, colors = self._initial_points(dm)
         self._create_params(points, colors)
 
-    def _initial_points(self, dm: SplatDataModule, center: torch.Tensor, scale: float):
+    def _initial_points(self, dm: SplatDataModule) -> tuple[torch.Tensor, torch.Tensor]:
         from pipelines.splatting import init as init_mod
 
         opts = self.init_options
@@ -272,7 +280,7 @@ class GaussianSplatting(pl.LightningModule):
         return min(self.sh_degree, step // max(self.sh_increase_every, 1))
 
     def render(self, world_to_cam: torch.Tensor, K: torch.Tensor, width: int, height: int,
-               sh_degree: int | None = None):
+               sh_degree: int | None = None, background: torch.Tensor | None = None):
         """Render the Gaussians into C cameras over the background.
 
         Args:
@@ -281,6 +289,7 @@ class GaussianSplatting(pl.LightningModule):
             width: image width, pixels.
             height: image height, pixels.
             sh_degree: SH degree to use (default: the schedule's current degree).
+            background: (3,) colour behind the Gaussians (default: the data's background).
 
         Returns:
             ``(rgb (C, H, W, 3), alpha (C, H, W, 1), meta)`` as :func:`ops.rasterize_gaussians`.
@@ -289,9 +298,10 @@ class GaussianSplatting(pl.LightningModule):
         degree = self.current_sh_degree() if sh_degree is None else sh_degree
         colors = torch.cat([p["sh0"], p["shN"]], 1)
         c = world_to_cam.shape[0]
+        background = self.background if background is None else background
         return ops.rasterize_gaussians(p["means"], p["quats"], p["scales"].exp(), torch.sigmoid(p["opacities"]),
                                        colors, world_to_cam, K, width, height, sh_degree=degree,
-                                       backgrounds=self.background[None].expand(c, 3))
+                                       backgrounds=background[None].expand(c, 3))
 
     # --- training -------------------------------------------------------------------------------------
 
@@ -306,19 +316,25 @@ class GaussianSplatting(pl.LightningModule):
         return {name: w.optimizer for name, w in zip(PARAM_NAMES, wrapped)}, wrapped
 
     def _means_lr(self, step: int) -> float:
-        total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else 30000
+        """The means' learning rate at ``step``: exponential from ``lr.means`` to ``lr.means_final`` (both times
+        the scene scale) over ``trainer.max_steps`` (30k, 3DGS's schedule, when the trainer sets none)."""
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 30000
         t = min(step / total, 1.0)
-        start, end = self.lr.means * float(self.scene_scale), self.lr.means_final * float(self.scene_scale)
-        return math.exp((1 - t) * math.log(start) + t * math.log(end))
+        scale = float(self.scene_scale)
+        return scale * math.exp((1 - t) * math.log(self.lr.means) + t * math.log(self.lr.means_final))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = self.global_step
         optimizers, wrapped = self._optimizer_dict()
         for group in optimizers["means"].param_groups:
             group["lr"] = self._means_lr(step)
-        image = batch["image"]  # (1, H, W, 3)
+        image = batch["image"]  # (1, H, W, 3), composited over self.background where there is a mask
         height, width = image.shape[1:3]
-        rgb, alpha, meta = self.render(batch["world_to_cam"], batch["K"], width, height)
+        background = None
+        if self.loss_weights.random_background and "mask" in batch:
+            background = torch.rand(3, device=self.device)
+            image = image + (1 - batch["mask"][..., None]) * (background - self.background)
+        rgb, alpha, meta = self.render(batch["world_to_cam"], batch["K"], width, height, background=background)
         self.strategy.step_pre_backward(self.params, optimizers, self.strategy_state, step, meta)
 
         w = self.loss_weights
