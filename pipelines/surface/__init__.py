@@ -1,0 +1,1 @@
+"""Sparse-voxel surface reconstruction: TSDF fusion on voxel blocks, a learned sparse U-Net refinement, meshes."""
