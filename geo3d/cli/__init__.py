@@ -6,6 +6,7 @@ Subcommands:
     view FILE...                      show point clouds, meshes, 3DGS splats and KITTI frames (window or PNG)
     render SCENE.ply                  render a 3DGS PLY: a transforms.json's cameras or a turntable -> PNG, GIF
     demo                              run the main job end to end on generated data, write a report
+    reconstruct --input D --output D  batch surface reconstruction of RGB-D scene folders (resumable)
 
 Bad input prints one line ``geo3d: error: <file>: <problem>`` and exits with code 2
 (set ``GEO3D_DEBUG=1`` for the traceback).
@@ -31,6 +32,7 @@ examples:
   geo3d fit --config configs/detection/second_tiny_cpu.yaml
   geo3d view frame.bin --boxes label.txt --calib calib.txt --out frame.png
   geo3d render scene_3dgs.ply --turntable 36 --out out/turntable
+  geo3d reconstruct --input data/synth_rgbd --output out/recon --method tsdf --workers 2
 """
 
 
@@ -61,13 +63,19 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     elif args.kind == "kitti":
         from geo3d.synth.kitti import generate_kitti
 
-        out = generate_kitti(args.out, frames=args.frames, val_frames=args.val_frames, seed=args.seed,
-                             workers=args.workers)
+        out = generate_kitti(args.out, frames=400 if args.frames is None else args.frames,
+                             val_frames=args.val_frames, seed=args.seed, workers=args.workers)
     elif args.kind == "nerf":
         from geo3d.synth.nerf import generate_nerf
 
-        out = generate_nerf(args.out, object=args.object, res=args.res, views=args.views,
-                            test_views=args.test_views, seed=args.seed)
+        out = generate_nerf(args.out, object=args.object or "toy", res=128 if args.res is None else args.res,
+                            views=args.views, test_views=args.test_views, seed=args.seed)
+    elif args.kind == "rgbd":
+        from geo3d.synth.rgbd import generate_rgbd
+
+        width = 160 if args.res is None else args.res
+        out = generate_rgbd(args.out, object=args.object or "bunny", frames=30 if args.frames is None else args.frames,
+                            noise=args.noise, seed=args.seed, width=width, height=width * 3 // 4)
     else:  # argparse restricts choices; kept for clarity
         raise InputError(None, f"unknown synth kind {args.kind!r}")
     print(f"wrote {args.kind} data to {out}")
@@ -82,25 +90,31 @@ def _add_synth(sub) -> None:
               shapes  coloured primitives on a ground plane: scene.ply, objects/*.ply, points.ply, scene.json
               kitti   LiDAR scenes ray-cast by a simulated 64-beam sensor, as a KITTI object dataset
               nerf    RGBA renders of one coloured object around a sphere, NeRF-synthetic layout + mesh.ply
+              rgbd    RGB-D scans of one object with Kinect-like depth noise, 7-Scenes layout + mesh.ply
             examples:
               geo3d synth shapes out/shapes --objects 5 --seed 0
               geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0
-              geo3d synth nerf data/synth_nerf --object toy --res 128 --views 100 --test-views 50"""),
+              geo3d synth nerf data/synth_nerf --object toy --res 128 --views 100 --test-views 50
+              geo3d synth rgbd data/synth_rgbd --object bunny --frames 30 --noise kinect --res 160"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["shapes", "kitti", "nerf"], help="what to generate")
+    p.add_argument("kind", choices=["shapes", "kitti", "nerf", "rgbd"], help="what to generate")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     p.add_argument("--objects", type=int, default=5, help="shapes: number of objects (default 5)")
     p.add_argument("--points", type=int, default=20000, help="shapes: surface samples (default 20000)")
-    p.add_argument("--frames", type=int, default=400, help="kitti: training frames (default 400)")
+    p.add_argument("--frames", type=int, help="kitti: training frames (default 400); rgbd: frames (default 30)")
     p.add_argument("--val-frames", type=int, default=120, help="kitti: validation frames (default 120)")
     p.add_argument("--workers", type=int, default=2, help="kitti: worker processes (default 2)")
-    p.add_argument("--object", default="toy", metavar="NAME",
-                   help="nerf: toy, chair, mug or robot (default toy)")
-    p.add_argument("--res", type=int, default=128, help="nerf: image width and height in pixels (default 128)")
+    p.add_argument("--object", metavar="NAME",
+                   help="nerf: toy, chair, mug or robot (default toy); rgbd: also bunny, blob, torus_knot "
+                        "(default bunny)")
+    p.add_argument("--res", type=int, help="nerf: image width and height in pixels (default 128); "
+                                           "rgbd: image width, height 3/4 of it (default 160)")
     p.add_argument("--views", type=int, default=100, help="nerf: training views (default 100)")
     p.add_argument("--test-views", type=int, default=50, help="nerf: test views (default 50)")
+    p.add_argument("--noise", choices=["kinect", "none"], default="kinect",
+                   help="rgbd: Kinect v1 depth noise, or exact depth (default kinect)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -221,6 +235,90 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+# --- reconstruct -------------------------------------------------------------------------------------
+
+def _fraction(text: str) -> float:
+    """argparse type: a positive number, also written as a fraction (``1/128``)."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 1/128, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive value, got {text!r}")
+    return value
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from pipelines.surface.batch import ReconstructOptions, reconstruct_batch
+
+    options = ReconstructOptions(method=args.method, checkpoint=args.checkpoint, voxel_size=args.voxel_size,
+                                 voxel_fraction=args.voxel_fraction, depth_max=args.depth_max,
+                                 depth_scale=args.depth_scale, eval_points=args.eval_points)
+    result = reconstruct_batch(args.input, args.output, options, workers=args.workers, backend=args.backend,
+                               ray_address=args.ray_address, overwrite=args.overwrite,
+                               progress=not args.no_progress)
+    failed = result.failed
+    if failed and len(result.records) == 1:
+        raise InputError(None, failed[0]["error"])
+    for record in failed:
+        print(f"geo3d: reconstruct: {record['scene']} failed: {record.get('error')}", file=sys.stderr)
+    done = len(result.records) - len(failed)
+    print(f"reconstructed {done} of {len(result.records)} scenes ({len(result.computed)} computed now) into "
+          f"{args.output}; summary: {result.summary_md}")
+    if failed:
+        raise InputError(args.output, f"{len(failed)} of {len(result.records)} scenes failed (see "
+                                      f"{result.summary_md}); a re-run retries them")
+
+
+def _add_reconstruct(sub) -> None:
+    p = sub.add_parser(
+        "reconstruct", help="batch surface reconstruction of RGB-D scene folders (resumable, parallel)",
+        description="Fuse every RGB-D scene folder under --input (7-Scenes layout: camera-intrinsics.txt, "
+                    "frame-N.color.png|jpg, frame-N.depth.png, frame-N.pose.txt; or --input itself) and mesh it. "
+                    "Writes OUTPUT/<scene>/mesh.ply, metrics.json when the scene has a ground-truth mesh.ply "
+                    "(Chamfer, F-score at 0.25% of the diagonal, normal consistency, seconds, peak RSS), and "
+                    "status.json last; then OUTPUT/summary.csv and summary.md. A re-run skips the scenes whose "
+                    "status.json is ok for the same settings and retries failed or unfinished ones. Exit code 2 "
+                    "when a scene failed (each failure is printed and recorded in its status.json).",
+        epilog=textwrap.dedent("""\
+            examples:
+              geo3d reconstruct --input data/synth_rgbd --output out/recon
+              geo3d reconstruct --input data/scans --output out/poisson --method poisson --workers 4
+              geo3d reconstruct --input data/scans --output out/refined --method refined --checkpoint last.ckpt
+              geo3d reconstruct --input data/scans --output out/recon --backend ray --ray-address auto"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", type=Path, required=True, metavar="DIR",
+                   help="a scene folder, or a folder of scene folders")
+    p.add_argument("--output", type=Path, required=True, metavar="DIR",
+                   help="output folder (one sub-folder per scene)")
+    p.add_argument("--method", choices=["tsdf", "refined", "poisson"], default="tsdf",
+                   help="TSDF marching cubes, the learned refinement (needs --checkpoint), or screened Poisson "
+                        "of the TSDF surface points (default tsdf)")
+    p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="refined: a SurfaceRefiner checkpoint (.ckpt)")
+    voxels = p.add_mutually_exclusive_group()
+    voxels.add_argument("--voxel-size", type=float, metavar="M", help="voxel edge in metres")
+    voxels.add_argument("--voxel-fraction", type=_fraction, default=1 / 128, metavar="F",
+                        help="voxel edge as a fraction of each scene's diagonal (scene.json, else the ground-truth "
+                             "mesh's bounding box), e.g. 1/128 (the default)")
+    p.add_argument("--depth-max", type=float, default=3.0, metavar="M",
+                   help="ignore depths beyond this, metres (default 3)")
+    p.add_argument("--depth-scale", type=float, metavar="CODES",
+                   help="depth PNG codes per metre (default: scene.json's depth_scale, else 1000)")
+    p.add_argument("--eval-points", type=int, default=20000, metavar="N",
+                   help="surface samples per mesh for the metrics (default 20000)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local backend: parallel worker processes (default 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local processes, or Ray tasks (pip install 'geo3d[ray]') (default local)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster address (e.g. auto, ray://host:10001); default: start a local Ray")
+    p.add_argument("--overwrite", action="store_true", help="recompute complete scenes too")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_reconstruct)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for the plain subcommands (the Lightning ones are listed in the help)."""
     parser = argparse.ArgumentParser(
@@ -231,11 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,predict,synth,view,render,demo}")
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{fit,validate,test,predict,synth,view,render,demo,reconstruct}")
     _add_synth(sub)
     _add_view(sub)
     _add_render(sub)
     _add_demo(sub)
+    _add_reconstruct(sub)
     return parser
 
 
