@@ -10,6 +10,8 @@ Stages (each timed, each adds metrics and pictures to ``OUT/report.md`` and ``OU
 4. ``detection``: the detection pipeline's own demo stage (train or reuse a checkpoint, evaluate, render).
 5. ``splatting``: a synthetic object reconstructed as 3D Gaussians from 4 views (short schedule), evaluated on
    held-out views, rendered as a turntable and shown in the viewer.
+6. ``surface``: ``geo3d reconstruct`` (TSDF fusion on sparse voxel blocks, and Poisson) over synthetic RGB-D scans
+   with point-to-mesh metrics, and the real 7-Scenes frames fused at 1 cm and rendered.
 
 ``--stages NAME...`` runs a chosen few (in this order).
 """
@@ -28,7 +30,7 @@ import torch
 from geo3d.io.atomic import atomic_write_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-STAGES = ("shapes", "formats", "kitti", "detection", "splatting")
+STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface")
 
 
 class Report:
@@ -194,6 +196,21 @@ def stage_splatting(out: Path, report: Report) -> None:
                "`geo3d view` of the exported PLY (Gaussian centres in their colours).", metrics, images)
 
 
+def stage_surface(out: Path, report: Report) -> None:
+    """The surface pipeline's stage: batch reconstruction with metrics, the real room, renders."""
+    from pipelines.surface.demo import run_surface_demo
+    from viewers.files import view_files
+
+    result = run_surface_demo(out / "surface")
+    images = [view_files([mesh], out=out / f"surface_{mesh.parent.name}.png", width=640, height=480)
+              for mesh in result["meshes"][:2]]
+    if result["room_mesh"] is not None:
+        images.append(view_files([result["room_mesh"]], out=out / "surface_7scenes.png", width=960, height=540))
+    summary = result["summary_md"].read_text() if result["summary_md"].is_file() else ""
+    report.add("surface", result["text"] + "\n\nPer-scene summary (`geo3d reconstruct --method tsdf`):\n\n" + summary,
+               result["metrics"], images)
+
+
 def run_demo(
     out: str | Path = "out/demo", detection_minutes: float | None = None, stages: list[str] | None = None
 ) -> Path:
@@ -211,6 +228,7 @@ def run_demo(
         "kitti": lambda: stage_kitti(out, report),
         "detection": lambda: stage_detection(out, report, detection_minutes),
         "splatting": lambda: stage_splatting(out, report),
+        "surface": lambda: stage_surface(out, report),
     }
     for name in STAGES:
         if name not in chosen:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from geo3d.io import read_mesh
 from geo3d.metrics.geometry import mesh_metrics
 from geo3d.types import Mesh
+from pipelines.surface.data import candidate_voxels
 from pipelines.surface.fusion import TSDFVolume, fuse_rgbd
 from pipelines.surface.unet import SparseUNet3d, make_input
 
@@ -36,11 +37,14 @@ class SurfaceRefiner(pl.LightningModule):
         keep_threshold: probability above which a voxel is kept at extraction.
         eval_points: surface samples per mesh for the validation metrics.
         fscore_fraction: F-score threshold as a fraction of the object's diagonal (voxel_size * 128 x this).
+        dilation: the refinement also predicts the unobserved voxels within this many voxels of the fused surface
+            band (:func:`pipelines.surface.data.candidate_voxels`), so it can close holes; the datamodule's
+            ``dilation`` must be the same.
     """
 
     def __init__(self, base_channels: int = 16, levels: int = 3, lr: float = 2e-3, weight_decay: float = 1e-4,
                  sdf_weight: float = 1.0, occupancy_weight: float = 0.5, keep_threshold: float = 0.5,
-                 eval_points: int = 20000, fscore_fraction: float = 0.0025):
+                 eval_points: int = 20000, fscore_fraction: float = 0.0025, dilation: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.net = SparseUNet3d(in_channels=5, base_channels=base_channels, levels=levels, out_channels=2)
@@ -120,12 +124,13 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
     """
     was_training = model.training
     model.eval()
-    coords, tsdf, weight, color = volume.voxels()
+    coords, tsdf, weight, color = candidate_voxels(*volume.voxels(), model.hparams.get("dilation", 0))
     device = model.device
     pred, keep = model(coords.to(device), tsdf.to(device), weight.to(device), color.to(device))
     threshold = model.hparams.keep_threshold if keep_threshold is None else keep_threshold
     kept = torch.sigmoid(keep) > threshold
-    new_weight = torch.where(kept, weight.to(device), torch.zeros_like(weight, device=device))
+    # kept voxels that fusion never observed get weight 1, so the extraction uses them
+    new_weight = torch.where(kept, weight.to(device).clamp_min(1.0), torch.zeros_like(weight, device=device))
     volume.set_voxels(coords, pred.clamp(-1, 1).cpu(), new_weight.cpu())
     model.train(was_training)
     return volume.extract_mesh()

@@ -59,3 +59,22 @@ def test_training_reduces_the_tsdf_error_and_refines_a_volume(tmp_path):
     volume = fuse_rgbd(dm.val_scans[0], 1 / 32, 4 / 32, progress=False)
     mesh = refine_volume(model, volume)
     assert mesh.num_faces > 100
+
+
+def test_dilation_adds_exactly_the_unobserved_voxels_near_the_band():
+    from pipelines.surface.data import candidate_voxels, dilate_voxels
+
+    g = torch.Generator().manual_seed(0)
+    coords = torch.unique(torch.randint(-6, 6, (60, 3), generator=g), dim=0)
+    ref = {(x + i, y + j, z + k) for x, y, z in coords.tolist()
+           for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)}
+    assert set(map(tuple, dilate_voxels(coords, 2).tolist())) == ref  # brute force
+    tsdf = torch.where(torch.arange(len(coords)) % 2 == 0, 0.3, 1.0)  # every other voxel in the band
+    weight, color = torch.ones(len(coords)), torch.rand(len(coords), 3, generator=g)
+    c, t, w, col = candidate_voxels(coords, tsdf, weight, color, radius=1)
+    band = coords[tsdf.abs() < 1]
+    expected_new = {(x + i, y + j, z + k) for x, y, z in band.tolist()
+                    for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)} - set(map(tuple, coords.tolist()))
+    assert torch.equal(c[:len(coords)], coords) and torch.equal(t[:len(coords)], tsdf)
+    assert set(map(tuple, c[len(coords):].tolist())) == expected_new and len(c) == len(coords) + len(expected_new)
+    assert bool((w[len(coords):] == 0).all()) and bool((t[len(coords):] == 0).all())
