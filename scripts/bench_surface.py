@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="views per held-out scan (default 8)")
     parser.add_argument("--checkpoint", type=Path, help="SurfaceRefiner checkpoint (without it: no refined column)")
     parser.add_argument("--points", type=int, default=100_000, help="surface samples per mesh (default 100000)")
+    parser.add_argument("--keep-threshold", type=float, help="refined: keep probability (default: the model's)")
+    parser.add_argument("--trust-weight", type=float, help="refined: voxels fused from at least this many "
+                                                             "observations keep their fused TSDF (default: none)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) and per-scan JSON here")
     args = parser.parse_args(argv)
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if model is not None:
             t0 = time.perf_counter()
             with torch.no_grad():
-                meshes["refined"] = refine_volume(model, volume)
+                meshes["refined"] = refine_volume(model, volume, args.keep_threshold, args.trust_weight)
             seconds["refined"] = time.perf_counter() - t0 + seconds["tsdf"]
         for method, mesh in meshes.items():
             m = mesh_metrics(mesh, gt, num_points=args.points, fscore_threshold=threshold)
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     lines = [f"# bench_surface: {len(scans)} held-out scans, {args.frames} views, voxel 1/128 diagonal, "
-             f"F-score at 0.25 % diagonal, {args.points} samples per mesh, torch {torch.__version__}",
+             f"F-score at 0.25 % diagonal, {args.points} samples per mesh, torch {torch.__version__}"
+             + (f", refined: checkpoint {args.checkpoint}, keep threshold {args.keep_threshold}, trust weight "
+                f"{args.trust_weight}" if model is not None else ""),
              "", "| method | Chamfer (x diag) | accuracy | completeness | F-score | normal consistency | s/scan |",
              "|---|---|---|---|---|---|---|"]
     means = {}

@@ -111,13 +111,16 @@ class SurfaceRefiner(pl.LightningModule):
 
 
 @torch.no_grad()
-def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: float | None = None) -> Mesh:
+def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: float | None = None,
+                  trust_weight: float | None = None) -> Mesh:
     """Run the refinement on a fused volume in place and extract its mesh.
 
     Args:
         model: a trained :class:`SurfaceRefiner`.
         volume: the fused TSDF volume (its voxels are overwritten: refined TSDF, weight 0 for dropped voxels).
         keep_threshold: keep probability threshold (default: the model's).
+        trust_weight: voxels fused from at least this many observations keep their fused TSDF (the network
+            still decides whether they are kept); None uses the network's TSDF everywhere.
 
     Returns:
         The refined mesh (metres, colours from fusion).
@@ -128,6 +131,8 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
     device = model.device
     pred, keep = model(coords.to(device), tsdf.to(device), weight.to(device), color.to(device))
     threshold = model.hparams.keep_threshold if keep_threshold is None else keep_threshold
+    if trust_weight is not None:
+        pred = torch.where(weight.to(device) >= trust_weight, tsdf.to(device), pred)
     kept = torch.sigmoid(keep) > threshold
     # kept voxels that fusion never observed get weight 1, so the extraction uses them
     new_weight = torch.where(kept, weight.to(device).clamp_min(1.0), torch.zeros_like(weight, device=device))

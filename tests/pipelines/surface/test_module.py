@@ -78,3 +78,20 @@ def test_dilation_adds_exactly_the_unobserved_voxels_near_the_band():
     assert torch.equal(c[:len(coords)], coords) and torch.equal(t[:len(coords)], tsdf)
     assert set(map(tuple, c[len(coords):].tolist())) == expected_new and len(c) == len(coords) + len(expected_new)
     assert bool((w[len(coords):] == 0).all()) and bool((t[len(coords):] == 0).all())
+
+
+def test_trust_weight_keeps_the_fused_tsdf_of_observed_voxels(tmp_path):
+    root = _scans(tmp_path / "scan", [("blob", 3)])
+    scan = list_scans(root)[0]
+    torch.manual_seed(0)
+    model = SurfaceRefiner(base_channels=4, levels=2, dilation=1)
+    with torch.no_grad():  # make the network's TSDF visibly different from fusion's
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    volume = fuse_rgbd(scan, 1 / 32, 4 / 32, progress=False)
+    coords, tsdf, weight, _ = volume.voxels()
+    refine_volume(model, volume, keep_threshold=-1.0, trust_weight=1.0)  # keep everything (sigmoid can round to 0)
+    after_coords, after_tsdf, _, _ = volume.voxels()
+    lookup = {tuple(c): float(t) for c, t in zip(after_coords.tolist(), after_tsdf)}
+    assert all(abs(lookup[tuple(c)] - float(t)) < 1e-6 for c, t in zip(coords.tolist(), tsdf))
+    assert len(after_coords) > len(coords)  # dilated voxels were added (kept, weight 1)
