@@ -40,11 +40,15 @@ class SurfaceRefiner(pl.LightningModule):
         dilation: the refinement also predicts the unobserved voxels within this many voxels of the fused surface
             band (:func:`pipelines.surface.data.candidate_voxels`), so it can close holes; the datamodule's
             ``dilation`` must be the same.
+        observed_sdf_weight: weight of the TSDF L1 on voxels fusion observed, relative to the unobserved ones
+            (1: all alike; small when ``trust_weight`` keeps the fused TSDF there anyway).
+        trust_weight: default of :func:`refine_volume`'s ``trust_weight``.
     """
 
     def __init__(self, base_channels: int = 16, levels: int = 3, lr: float = 2e-3, weight_decay: float = 1e-4,
                  sdf_weight: float = 1.0, occupancy_weight: float = 0.5, keep_threshold: float = 0.5,
-                 eval_points: int = 20000, fscore_fraction: float = 0.0025, dilation: int = 0):
+                 eval_points: int = 20000, fscore_fraction: float = 0.0025, dilation: int = 0,
+                 observed_sdf_weight: float = 1.0, trust_weight: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = SparseUNet3d(in_channels=5, base_channels=base_channels, levels=levels, out_channels=2)
@@ -70,7 +74,9 @@ class SurfaceRefiner(pl.LightningModule):
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         pred, keep = self(batch["coords"], batch["tsdf"], batch["weight"], batch["color"], batch["batch"])
-        sdf_l1 = (pred - batch["target_tsdf"]).abs().mean()
+        observed = batch["weight"] > 0
+        w = torch.where(observed, self.hparams.observed_sdf_weight, 1.0)
+        sdf_l1 = ((pred - batch["target_tsdf"]).abs() * w).sum() / w.sum()
         raw_l1 = (batch["tsdf"] - batch["target_tsdf"]).abs().mean()
         bce = F.binary_cross_entropy_with_logits(keep, batch["occupancy"].float())
         loss = self.hparams.sdf_weight * sdf_l1 + self.hparams.occupancy_weight * bce
@@ -120,7 +126,8 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
         volume: the fused TSDF volume (its voxels are overwritten: refined TSDF, weight 0 for dropped voxels).
         keep_threshold: keep probability threshold (default: the model's).
         trust_weight: voxels fused from at least this many observations keep their fused TSDF (the network
-            still decides whether they are kept); None uses the network's TSDF everywhere.
+            still decides whether they are kept); None: the model's ``trust_weight`` hyperparameter (None: use the
+            network's TSDF everywhere).
 
     Returns:
         The refined mesh (metres, colours from fusion).
@@ -131,6 +138,7 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
     device = model.device
     pred, keep = model(coords.to(device), tsdf.to(device), weight.to(device), color.to(device))
     threshold = model.hparams.keep_threshold if keep_threshold is None else keep_threshold
+    trust_weight = model.hparams.get("trust_weight") if trust_weight is None else trust_weight
     if trust_weight is not None:
         pred = torch.where(weight.to(device) >= trust_weight, tsdf.to(device), pred)
     kept = torch.sigmoid(keep) > threshold
