@@ -365,6 +365,42 @@ def _camera_rays(K: np.ndarray, res: int, supersample: int) -> np.ndarray:
     return cam.reshape(-1, 3)
 
 
+def cast_and_shade(obj: SynthObject, cam_to_world: np.ndarray, cam_dirs: np.ndarray,
+                   nthreads: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Cast the same camera-frame rays from each pose into ``obj`` (Open3D) and shade the hits.
+
+    Args:
+        obj: the object.
+        cam_to_world: (C, 4, 4) float64 OpenCV camera-to-world poses, metres.
+        cam_dirs: (N, 3) float ray directions in the camera frame (with z = 1, the hit distance is the z-depth).
+        nthreads: Open3D threads (0: all cores).
+
+    Yields:
+        Per camera: ``ok`` (N,) bool hit mask, ``t`` (N,) float64 hit distance in units of the direction's length
+        (inf where missed), ``color`` (N, 3) float64 shaded albedo in [0, 1] (0 where missed).
+    """
+    vertices, faces, owner = obj.arrays()
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
+    rays = np.empty((len(cam_dirs), 6), np.float32)
+    for pose in cam_to_world:
+        rays[:, :3] = pose[:3, 3]
+        rays[:, 3:] = np.einsum("nj,ij->ni", cam_dirs, pose[:3, :3])  # not BLAS: its threads fight Open3D's
+        hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=nthreads)
+        t = hit["t_hit"].numpy().astype(np.float64)
+        ok = np.isfinite(t)
+        dirs = rays[ok, 3:].astype(np.float64)
+        points = pose[:3, 3] + t[ok, None] * dirs
+        part_of_hit = owner[hit["primitive_ids"].numpy()[ok]]
+        albedo = np.zeros((len(points), 3))
+        for i in np.unique(part_of_hit):
+            mine = part_of_hit == i
+            albedo[mine] = obj.parts[i].pattern.albedo(points[mine])
+        color = np.zeros((len(t), 3))
+        color[ok] = shade(albedo, hit["primitive_normals"].numpy()[ok].astype(np.float64), dirs)
+        yield ok, t, color
+
+
 def render_rgba(obj: SynthObject, cam_to_world: np.ndarray, res: int, camera_angle_x: float = CAMERA_ANGLE_X,
                 supersample: int = SUPERSAMPLE, nthreads: int = 0) -> Iterator[np.ndarray]:
     """Ray-cast ``obj`` from each camera into an RGBA image (straight, not premultiplied, alpha).
@@ -382,29 +418,10 @@ def render_rgba(obj: SynthObject, cam_to_world: np.ndarray, res: int, camera_ang
         (res, res, 4) uint8 per camera: RGB = mean shaded colour of the rays that hit (0 where none),
         A = coverage.
     """
-    vertices, faces, owner = obj.arrays()
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
     focal = 0.5 * res / math.tan(0.5 * camera_angle_x)
     K = np.array([[focal, 0.0, res / 2], [0.0, focal, res / 2], [0.0, 0.0, 1.0]])
-    cam_dirs = _camera_rays(K, res, supersample)
     n = supersample * supersample
-    rays = np.empty((len(cam_dirs), 6), np.float32)
-    for pose in cam_to_world:
-        rays[:, :3] = pose[:3, 3]
-        rays[:, 3:] = np.einsum("nj,ij->ni", cam_dirs, pose[:3, :3])  # not BLAS: its threads fight Open3D's
-        hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=nthreads)
-        t = hit["t_hit"].numpy()
-        ok = np.isfinite(t)
-        dirs = rays[ok, 3:].astype(np.float64)
-        points = pose[:3, 3] + t[ok, None] * dirs
-        part_of_hit = owner[hit["primitive_ids"].numpy()[ok]]
-        albedo = np.zeros((len(points), 3))
-        for i in np.unique(part_of_hit):
-            mine = part_of_hit == i
-            albedo[mine] = obj.parts[i].pattern.albedo(points[mine])
-        color = np.zeros((len(t), 3))
-        color[ok] = shade(albedo, hit["primitive_normals"].numpy()[ok].astype(np.float64), dirs)
+    for ok, _, color in cast_and_shade(obj, cam_to_world, _camera_rays(K, res, supersample), nthreads):
         hits = ok.reshape(res, res, n).sum(-1)
         rgb = color.reshape(res, res, n, 3).sum(2) / np.maximum(hits, 1)[..., None]
         rgba = np.concatenate([rgb, hits[..., None] / n], -1)

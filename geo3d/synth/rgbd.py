@@ -50,7 +50,7 @@ from geo3d.io.atomic import atomic_write_text
 from geo3d.io.meshes import read_mesh, write_mesh
 from geo3d.io.rgbd import RGBDFrame, write_intrinsics, write_rgbd_frame
 from geo3d.synth import nerf
-from geo3d.synth.nerf import PALETTE, Part, Pattern, SynthObject, shade
+from geo3d.synth.nerf import PALETTE, Part, Pattern, SynthObject
 from geo3d.types import DepthMap, Mesh
 
 FOV_X_DEG = 60.0  # horizontal field of view (Kinect v1: about 62 degrees)
@@ -326,27 +326,9 @@ def render_rgbd(obj: SynthObject, cam_to_world: np.ndarray, K: np.ndarray, width
         Per camera: colour (H, W, 3) uint8 (shaded albedo, 0 where nothing is hit) and depth (H, W) float64
         z-depth, metres, 0 where nothing is hit.
     """
-    vertices, faces, owner = obj.arrays()
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
     v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
     cam_dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
-    rays = np.empty((len(cam_dirs), 6), np.float32)
-    for pose in cam_to_world:
-        rays[:, :3] = pose[:3, 3]
-        rays[:, 3:] = np.einsum("nj,ij->ni", cam_dirs, pose[:3, :3])  # not BLAS: its threads fight Open3D's
-        hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=nthreads)
-        t = hit["t_hit"].numpy().astype(np.float64)
-        ok = np.isfinite(t)
-        dirs = rays[ok, 3:].astype(np.float64)
-        points = pose[:3, 3] + t[ok, None] * dirs
-        part_of_hit = owner[hit["primitive_ids"].numpy()[ok]]
-        albedo = np.zeros((len(points), 3))
-        for i in np.unique(part_of_hit):
-            mine = part_of_hit == i
-            albedo[mine] = obj.parts[i].pattern.albedo(points[mine])
-        color = np.zeros((len(t), 3))
-        color[ok] = shade(albedo, hit["primitive_normals"].numpy()[ok].astype(np.float64), dirs)
+    for ok, t, color in nerf.cast_and_shade(obj, cam_to_world, cam_dirs, nthreads):
         color = np.round(color * 255).astype(np.uint8).reshape(height, width, 3)
         yield color, np.where(ok, t, 0.0).reshape(height, width)
 

@@ -27,8 +27,8 @@ from geo3d.io import RGBDFrame, invert_rigid, read_gaussian_ply, read_transforms
 from geo3d.io.atomic import atomic_path
 from geo3d.types import Cameras, DepthMap, Gaussians
 from ops import rasterize_gaussians
+from pipelines.splatting.data import BACKGROUNDS
 
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 DEPTH_SCALE = 1000.0
 """Depth PNG codes per metre (millimetres, as 7-Scenes); 0 = no surface."""
 MAX_DEPTH_M = 65534 / DEPTH_SCALE
