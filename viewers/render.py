@@ -169,6 +169,28 @@ def frame_camera(scene: Scene, view: str = "auto", aspect: float = 16 / 9) -> Ca
     return CameraView(eye, target, up, fov, near, far)
 
 
+def camera_from_pose(cam_to_world: np.ndarray, fov_deg: float, near: float = 0.05, far: float = 50.0,
+                     back: float = 0.0) -> CameraView:
+    """The :class:`CameraView` of a posed camera (OpenCV axes: x right, y down, z forward), e.g. an RGB-D frame's.
+
+    Args:
+        cam_to_world: (4, 4) camera-to-world transform, metres.
+        fov_deg: vertical field of view, degrees (``2 atan(H / (2 fy))`` for intrinsics K).
+        near: near clipping distance, metres.
+        far: far clipping distance, metres.
+        back: move the eye this far backwards along the optical axis, metres (more context in the frame).
+
+    Returns:
+        The camera at the pose, looking along its +z, image up = its -y.
+    """
+    pose = np.asarray(cam_to_world, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise ValueError(f"cam_to_world: expected a finite (4, 4) matrix, got shape {pose.shape}")
+    forward, down = pose[:3, 2], pose[:3, 1]
+    eye = pose[:3, 3] - back * forward
+    return CameraView(eye, eye + forward, -down, float(fov_deg), near, far)
+
+
 def _srgb_encode(rgb: RGB) -> list[float]:
     """Inverse of the sRGB decoding Filament applies to the background colour.
 
@@ -257,7 +279,7 @@ def _check_size(width: int, height: int) -> tuple[int, int]:
 
 
 def render_image(scene: Scene, width: int = 1280, height: int = 720, view: str = "auto",
-                 title: str | None = None) -> np.ndarray:
+                 title: str | None = None, camera: CameraView | None = None) -> np.ndarray:
     """Render a scene headless, with its title, legend and box tags drawn on top.
 
     Args:
@@ -266,12 +288,14 @@ def render_image(scene: Scene, width: int = 1280, height: int = 720, view: str =
         height: image height in pixels.
         view: ``"auto"``, ``"bev"`` or ``"front"`` (see :func:`frame_camera`).
         title: text for the top-left corner, or None.
+        camera: render from this camera instead of framing the scene with ``view`` (e.g.
+            :func:`camera_from_pose`).
 
     Returns:
         (height, width, 3) uint8 RGB image.
     """
     width, height = _check_size(width, height)
-    camera = frame_camera(scene, view, width / height)
+    camera = camera if camera is not None else frame_camera(scene, view, width / height)
     renderer = _get_renderer(width, height)
     renderer.scene.set_background([*_srgb_encode(BACKGROUND), 1.0])
     renderer.scene.scene.set_sun_light(_sun_direction(camera), [1.0, 1.0, 1.0], _SUN_LUX)
@@ -359,7 +383,7 @@ def draw_overlay(image: np.ndarray, title: str | None, legend: list[tuple[str, R
 
 
 def render_png(scene: Scene, out_path: str | os.PathLike, width: int = 1280, height: int = 720,
-               view: str = "auto", title: str | None = None) -> Path:
+               view: str = "auto", title: str | None = None, camera: CameraView | None = None) -> Path:
     """Render a scene headless and write it as a PNG (atomically).
 
     Args:
@@ -369,6 +393,7 @@ def render_png(scene: Scene, out_path: str | os.PathLike, width: int = 1280, hei
         height: image height in pixels.
         view: ``"auto"``, ``"bev"`` or ``"front"`` (see :func:`frame_camera`).
         title: text for the top-left corner, or None.
+        camera: render from this camera instead of framing the scene with ``view``.
 
     Returns:
         ``out_path`` as a Path.
@@ -379,7 +404,7 @@ def render_png(scene: Scene, out_path: str | os.PathLike, width: int = 1280, hei
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise InputError(out_path, f"expected a .png output file, got suffix {out_path.suffix or '(none)'!r}")
-    image = render_image(scene, width, height, view, title)
+    image = render_image(scene, width, height, view, title, camera)
     with atomic_path(out_path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return out_path

@@ -254,7 +254,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
 
     options = ReconstructOptions(method=args.method, checkpoint=args.checkpoint, voxel_size=args.voxel_size,
                                  voxel_fraction=args.voxel_fraction, depth_max=args.depth_max,
-                                 depth_scale=args.depth_scale, eval_points=args.eval_points)
+                                 depth_scale=args.depth_scale, eval_points=args.eval_points,
+                                 largest_component=args.largest_component, mesh_format=args.format)
     result = reconstruct_batch(args.input, args.output, options, workers=args.workers, backend=args.backend,
                                ray_address=args.ray_address, overwrite=args.overwrite,
                                progress=not args.no_progress)
@@ -276,7 +277,7 @@ def _add_reconstruct(sub) -> None:
         "reconstruct", help="batch surface reconstruction of RGB-D scene folders (resumable, parallel)",
         description="Fuse every RGB-D scene folder under --input (7-Scenes layout: camera-intrinsics.txt, "
                     "frame-N.color.png|jpg, frame-N.depth.png, frame-N.pose.txt; or --input itself) and mesh it. "
-                    "Writes OUTPUT/<scene>/mesh.ply, metrics.json when the scene has a ground-truth mesh.ply "
+                    "Writes OUTPUT/<scene>/mesh.ply (or .obj), metrics.json when the scene has a ground-truth mesh.ply "
                     "(Chamfer, F-score at 0.25% of the diagonal, normal consistency, seconds, peak RSS), and "
                     "status.json last; then OUTPUT/summary.csv and summary.md. A re-run skips the scenes whose "
                     "status.json is ok for the same settings and retries failed or unfinished ones. Exit code 2 "
@@ -308,6 +309,10 @@ def _add_reconstruct(sub) -> None:
                    help="depth PNG codes per metre (default: scene.json's depth_scale, else 1000)")
     p.add_argument("--eval-points", type=int, default=20000, metavar="N",
                    help="surface samples per mesh for the metrics (default 20000)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep only each mesh's largest connected component (drops floating fragments)")
+    p.add_argument("--format", choices=["ply", "obj"], default="ply",
+                   help="output mesh format: OUTPUT/<scene>/mesh.ply (binary, colours) or mesh.obj (default ply)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local backend: parallel worker processes (default 1)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",

@@ -196,6 +196,25 @@ def stage_splatting(out: Path, report: Report) -> None:
                "`geo3d view` of the exported PLY (Gaussian centres in their colours).", metrics, images)
 
 
+def render_room(mesh: Path, frames: Path, png: Path) -> Path:
+    """Render a fused room from its middle RGB-D frame's camera, pulled back 0.5 m (the room as the sensor saw
+    it; the 7-Scenes world frame has no "up" for the viewer's default 3/4 view)."""
+    import math
+
+    from geo3d.io import read_rgbd_sequence
+    from viewers.files import load_scene
+    from viewers.render import camera_from_pose, render_png
+
+    sequence = read_rgbd_sequence(frames)
+    frame = sequence[len(sequence) // 2]
+    height, fy = frame.depth.depth.shape[0], float(frame.depth.K[1, 1])
+    fov = 2 * math.degrees(math.atan(height / (2 * fy)))
+    scene, title = load_scene([mesh])
+    camera = camera_from_pose(frame.cam_to_world.numpy(), fov * 1.2, back=0.5)
+    return render_png(scene, png, 960, 720, title=f"{title}, seen from frame {sequence.indices[len(sequence) // 2]}",
+                      camera=camera)
+
+
 def stage_surface(out: Path, report: Report) -> None:
     """The surface pipeline's stage: batch reconstruction with metrics, the real room, renders."""
     from pipelines.surface.demo import run_surface_demo
@@ -205,7 +224,7 @@ def stage_surface(out: Path, report: Report) -> None:
     images = [view_files([mesh], out=out / f"surface_{mesh.parent.name}.png", width=640, height=480)
               for mesh in result["meshes"][:2]]
     if result["room_mesh"] is not None:
-        images.append(view_files([result["room_mesh"]], out=out / "surface_7scenes.png", width=960, height=540))
+        images.append(render_room(result["room_mesh"], result["room_frames"], out / "surface_7scenes.png"))
     summary = result["summary_md"].read_text() if result["summary_md"].is_file() else ""
     report.add("surface", result["text"] + "\n\nPer-scene summary (`geo3d reconstruct --method tsdf`):\n\n" + summary,
                result["metrics"], images)

@@ -9,7 +9,8 @@ Every scene folder under the input (7-Scenes layout, :func:`geo3d.io.read_rgbd_s
 * ``poisson``: screened Poisson (:func:`~pipelines.surface.baselines.poisson_mesh`) of the TSDF's zero-crossing
   points with their TSDF-gradient normals.
 
-Output, per scene ``OUTPUT/<scene>/``: ``mesh.ply`` (metres), ``metrics.json`` when the scene has a ground-truth
+Output, per scene ``OUTPUT/<scene>/``: ``mesh.ply`` (metres; ``mesh.obj`` with ``mesh_format="obj"``; only the
+largest connected component with ``largest_component=True``), ``metrics.json`` when the scene has a ground-truth
 ``mesh.ply`` (:func:`geo3d.metrics.geometry.mesh_metrics`, F-score threshold 0.25 % of the scene's diagonal,
 plus timings and peak memory), and ``status.json``, written last: ``{"status": "ok", ...}`` marks a complete
 scene, ``{"status": "failed", "error": "<file>: <problem>"}`` a failed one. A scene is recomputed unless its
@@ -41,7 +42,6 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +51,7 @@ from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
 
 METHODS = ("tsdf", "refined", "poisson")
+MESH_FORMATS = ("ply", "obj")
 BACKENDS = ("local", "ray")
 STATUS_FILE, MESH_FILE, METRICS_FILE = "status.json", "mesh.ply", "metrics.json"
 SUMMARY_COLUMNS = ("scene", "status", "method", "chamfer", "accuracy", "completeness", "fscore",
@@ -78,6 +79,9 @@ class ReconstructOptions:
         eval_points: surface samples per mesh for the metrics.
         fscore_fraction: F-score threshold as a fraction of the scene's diagonal (0.0025: 0.25 %).
         seed: metric sampling seed.
+        largest_component: keep only the mesh's largest connected component (drops floaters; metrics are
+            computed on what is written).
+        mesh_format: ``"ply"`` (binary, vertex colours) or ``"obj"`` for the output ``mesh.<format>``.
     """
 
     method: str = "tsdf"
@@ -91,11 +95,21 @@ class ReconstructOptions:
     eval_points: int = 20_000
     fscore_fraction: float = 0.0025
     seed: int = 0
+    largest_component: bool = False
+    mesh_format: str = "ply"
+
+    @property
+    def mesh_file(self) -> str:
+        """The output mesh's file name, ``mesh.ply`` or ``mesh.obj``."""
+        return f"mesh.{self.mesh_format}"
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the option that is out of range (or the missing checkpoint)."""
         if self.method not in METHODS:
             raise InputError(None, f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.mesh_format not in MESH_FORMATS:
+            raise InputError(None, f"mesh_format: expected one of {', '.join(MESH_FORMATS)}, "
+                                   f"got {self.mesh_format!r}")
         if self.method == "refined":
             if not self.checkpoint:
                 raise InputError(None, "method refined needs --checkpoint (a SurfaceRefiner .ckpt)")
@@ -287,7 +301,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _reconstruct(scene: Path, out: Path, options: ReconstructOptions) -> dict[str, Any]:
-    """Fuse, mesh, write ``mesh.ply`` and (with ground truth) ``metrics.json``; return the ok record's fields."""
+    """Fuse, mesh, write ``mesh.ply`` (or ``.obj``) and (with ground truth) ``metrics.json``; return the ok
+    record's fields."""
     from geo3d.io import read_mesh, read_rgbd_sequence, write_mesh
     from pipelines.surface.fusion import fuse_rgbd
 
@@ -314,8 +329,12 @@ def _reconstruct(scene: Path, out: Path, options: ReconstructOptions) -> dict[st
         from pipelines.surface.module import refine_volume
 
         mesh = refine_volume(load_refiner(options.checkpoint), volume)
+    if options.largest_component:
+        from pipelines.surface.baselines import largest_component
+
+        mesh = largest_component(mesh)
     mesh = canonical_mesh(mesh)
-    write_mesh(out / MESH_FILE, mesh)
+    write_mesh(out / options.mesh_file, mesh)
     seconds = time.perf_counter() - start
     stats = volume.stats
     record: dict[str, Any] = {
@@ -344,8 +363,8 @@ def reconstruct_scene(scene: str | os.PathLike, out_dir: str | os.PathLike, opti
                       ) -> dict[str, Any]:
     """Reconstruct one scene into ``out_dir`` and write its ``status.json`` last (the batch's worker function).
 
-    The scene's old ``status.json``, ``metrics.json`` and ``mesh.ply`` in ``out_dir`` are removed first, so an
-    interrupted scene has no status and is redone by the next run. Scene errors (:data:`SCENE_ERRORS`: bad
+    The scene's old ``status.json``, ``metrics.json`` and ``mesh.ply``/``mesh.obj`` in ``out_dir`` are removed
+    first, so an interrupted scene has no status and is redone by the next run. Scene errors (:data:`SCENE_ERRORS`: bad
     input, I/O, Open3D/torch runtime errors) are recorded, not raised.
 
     Args:
@@ -361,7 +380,7 @@ def reconstruct_scene(scene: str | os.PathLike, out_dir: str | os.PathLike, opti
     """
     scene, out = Path(scene), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (STATUS_FILE, METRICS_FILE, MESH_FILE):
+    for name in (STATUS_FILE, METRICS_FILE, *(f"mesh.{fmt}" for fmt in MESH_FORMATS)):
         (out / name).unlink(missing_ok=True)
     record: dict[str, Any] = {"scene": out.name, "input": str(scene), "method": options.method,
                               "config": options.config()}
@@ -404,7 +423,7 @@ def is_complete(out_dir: Path, options: ReconstructOptions) -> bool:
     """True when ``out_dir/status.json`` says ok for these settings and the mesh is there."""
     record = read_status(out_dir)
     return (record is not None and record.get("status") == "ok" and record.get("config") == options.config()
-            and (out_dir / MESH_FILE).is_file())
+            and (out_dir / options.mesh_file).is_file())
 
 
 @contextlib.contextmanager
@@ -420,20 +439,20 @@ def _single_threaded_children() -> Iterator[None]:
             os.environ.pop("OMP_NUM_THREADS", None)
 
 
+def _reconstruct_job(job: tuple[str, str, ReconstructOptions]) -> dict[str, Any]:
+    return reconstruct_scene(*job)
+
+
 def _run_pool(jobs: list[tuple[Path, Path]], options: ReconstructOptions, workers: int, bar) -> list[dict]:
+    """Run the jobs in ``workers`` spawned processes; leaving early (Ctrl-C, an error) terminates the workers at
+    once, and the scenes they were on stay without status, so the next run redoes them."""
     context = multiprocessing.get_context("spawn")
     results = []
-    with _single_threaded_children():
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
-        try:
-            pending = {pool.submit(reconstruct_scene, str(scene), str(out), options) for scene, out in jobs}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results.append(future.result())
-                    bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    with _single_threaded_children(), context.Pool(workers, initializer=_worker_init) as pool:
+        args = [(str(scene), str(out), options) for scene, out in jobs]
+        for record in pool.imap_unordered(_reconstruct_job, args):
+            results.append(record)
+            bar.update()
     return results
 
 

@@ -23,7 +23,8 @@ from pipelines.surface.fusion import fuse_rgbd
 
 
 def run_surface_demo(out_dir: str | os.PathLike) -> dict:
-    """Generate, reconstruct, evaluate; returns ``{"text", "metrics", "meshes", "room_mesh", "summary_md"}``."""
+    """Generate, reconstruct, evaluate; returns ``{"text", "metrics", "meshes", "room_mesh", "room_frames",
+    "summary_md"}`` (``room_frames``: the 7-Scenes folder fused into ``room_mesh``, or None)."""
     from geo3d.io import write_mesh
 
     out = Path(out_dir)
@@ -46,6 +47,7 @@ def run_surface_demo(out_dir: str | os.PathLike) -> dict:
         metrics[f"{method}_fscore"] = sum(r["fscore"] for r in rows) / len(rows)
     room = shared_data_dir() / "surface" / "7scenes"
     room_mesh = None
+    room_frames = room if room.is_dir() else None
     if room.is_dir():
         volume = fuse_rgbd(room, 0.01, progress=False)
         mesh = volume.extract_mesh()
@@ -63,5 +65,5 @@ def run_surface_demo(out_dir: str | os.PathLike) -> dict:
             "fused points; Chamfer is point-to-mesh, F-score at 0.25 % of the diagonal. "
             + ("The real 7-Scenes frames were fused at 1 cm and rendered below." if room_mesh else ""))
     meshes = sorted((out / "tsdf").glob("*/mesh.ply"))
-    return {"text": text, "metrics": metrics, "meshes": meshes, "room_mesh": room_mesh,
+    return {"text": text, "metrics": metrics, "meshes": meshes, "room_mesh": room_mesh, "room_frames": room_frames,
             "summary_md": out / "tsdf" / "summary.md"}

@@ -170,6 +170,27 @@ def test_mesh_renders_lit_and_centred():
     assert brightness.max() - brightness.min() > 40  # shaded by the light, not a flat silhouette
 
 
+@pytest.mark.parametrize("back", [0.0, 2.0])
+def test_camera_from_pose_renders_what_the_posed_camera_sees(back):
+    """An OpenCV camera at the origin looking along world +x (image down = world -z): a sphere lands where the
+    pinhole model puts it, and the mirrored pose sees nothing."""
+    pose = np.eye(4)
+    pose[:3, :3] = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float).T  # columns: right, down, forward
+    centre = np.array([5.0, -1.0, 0.5])
+    cam = render.camera_from_pose(pose, 50.0, back=back)
+    image = render_image(sphere_scene(tuple(centre)), W, H, camera=cam)
+    f = (H / 2) / math.tan(math.radians(50.0) / 2)
+    x_c, y_c, z_c = 1.0, -0.5, 5.0 + back  # the centre in camera coordinates
+    cx, cy = centre_of(object_mask(image))
+    assert abs(cx - (W / 2 + f * x_c / z_c)) < 3 and abs(cy - (H / 2 + f * y_c / z_c)) < 3
+    away = pose.copy()
+    away[:3, 0], away[:3, 2] = -pose[:3, 0], -pose[:3, 2]
+    assert not object_mask(render_image(sphere_scene(tuple(centre)), W, H, camera=render.camera_from_pose(
+        away, 50.0))).any()
+    with pytest.raises(ValueError, match="4, 4"):
+        render.camera_from_pose(np.eye(3), 50.0)
+
+
 def test_point_cloud_renders_centred():
     rng = np.random.default_rng(1)
     points = rng.uniform([100.0, 0.0, 0.0], [104.0, 3.0, 1.0], size=(3000, 3)).astype(np.float32)

@@ -109,6 +109,73 @@ def test_resume_recomputes_only_unfinished_scenes(scenes_root, tmp_path):
     assert all((out / n / "mesh.ply").stat().st_mtime_ns > after[n] for n in SCENES)
 
 
+def add_floater(scene: Path) -> None:
+    """Put a 6 x 6-pixel patch 0.25 m in front of the object into the first depth frame: a fragment no other view
+    carves away (it lies outside their truncation band)."""
+    png = scene / "frame-000000.depth.png"
+    depth = np.array(Image.open(png))
+    rows, cols = np.nonzero(depth)
+    r, c = int(rows.mean()), int(cols.mean())
+    depth[r - 3:r + 3, c - 3:c + 3] = depth[r, c] - 250  # millimetres
+    Image.fromarray(depth).save(png)
+
+
+def test_largest_component_drops_a_floater_and_obj_output(scenes, tmp_path):
+    import trimesh
+
+    add_floater(scenes / "blob_0")
+    plain, clean = tmp_path / "plain", tmp_path / "clean"
+    assert main(["reconstruct", "--input", str(scenes / "blob_0"), "--output", str(plain), *FAST]) == 0
+    assert main(["reconstruct", "--input", str(scenes / "blob_0"), "--output", str(clean), "--largest-component",
+                 "--format", "obj", *FAST]) == 0
+    assert not (clean / "blob_0" / "mesh.ply").exists()
+    before = trimesh.load(plain / "blob_0" / "mesh.ply", process=False)
+    after = trimesh.load(clean / "blob_0" / "mesh.obj", process=False)
+    parts = sorted(before.split(only_watertight=False), key=lambda m: len(m.faces))
+    assert len(parts) >= 2  # the floater is there without the option
+    assert len(after.split(only_watertight=False)) == 1
+    assert len(after.faces) == len(parts[-1].faces)
+    assert after.bounds == pytest.approx(parts[-1].bounds, abs=1e-5)  # OBJ keeps the vertices (6 decimals)
+    metrics = json.loads((clean / "blob_0" / "metrics.json").read_text())
+    plain_metrics = json.loads((plain / "blob_0" / "metrics.json").read_text())
+    assert metrics["accuracy"] < plain_metrics["accuracy"]  # the floater was far from the true surface
+    assert status(clean, "blob_0")["config"]["largest_component"] is True
+    # a different format or cleanup is a different result: the plain output is not reused for it
+    again = reconstruct_batch(scenes / "blob_0", plain, options(largest_component=True), progress=False)
+    assert again.computed == ["blob_0"]
+
+
+def test_killed_batch_resumes_with_only_the_missing_scenes(tmp_path):
+    """SIGKILL a ``--workers 2`` run of six scenes midway (parent and workers); the re-run computes only the
+    scenes that had no ok status, and the outputs are then complete."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    root = tmp_path / "six"
+    names = [f"blob_{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        generate_rgbd(root / name, object="blob", frames=6, seed=i, width=96, height=72, progress=False)
+    out = tmp_path / "out"
+    args = ["reconstruct", "--input", str(root), "--output", str(out), "--workers", "2", "--voxel-fraction", "1/64",
+            "--eval-points", "20000", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "geo3d.cli", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*/status.json")):
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.parent.name for p in out.glob("*/status.json"))
+    assert 1 <= len(done) < 6 and not (out / "summary.csv").exists()
+    again = reconstruct_batch(root, out, ReconstructOptions(voxel_fraction=1 / 64, eval_points=20000), workers=2,
+                              progress=False)
+    assert sorted(again.computed) == sorted(set(names) - set(done))
+    assert not again.failed and [r["scene"] for r in read_summary(out)] == [*names, "mean"]
+
+
 def break_scenes(root: Path) -> dict[str, str]:
     """Break blob_1 (an 8-bit depth PNG) and add three broken scenes; returns scene -> expected text in the error."""
     depth = root / "blob_1" / "frame-000002.depth.png"
