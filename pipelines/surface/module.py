@@ -1,13 +1,18 @@
 """The learned TSDF refinement (LightningModule) and the refined reconstruction of a scan.
 
 The network (:class:`~pipelines.surface.unet.SparseUNet3d`) sees the fused voxels of a scan (TSDF, weight,
-colour) and predicts, per voxel, a corrected TSDF and a keep logit. Loss: L1 between the predicted and the true
-TSDF (both in truncation units, clamped to [-1, 1]) over the observed voxels, weighted ``sdf_weight``, plus binary
-cross-entropy of the keep logit against "inside the true surface's truncation band", weighted
-``occupancy_weight``. :func:`refine_volume` writes the prediction back into the fused voxel-block grid (dropped
-voxels get weight 0) and Open3D's marching cubes extracts the mesh, so raw and refined meshes come out of the
-same extractor. Validation reports point-to-mesh Chamfer and F-score (``geo3d.metrics.mesh_metrics``) of both the
-raw fusion and the refinement against the ground-truth mesh.
+colour) plus the unobserved voxels within ``dilation`` voxels of the fused surface band
+(:func:`~pipelines.surface.data.candidate_voxels`: where holes are) and predicts, per voxel, a corrected TSDF and a
+keep logit. Loss: L1 between the predicted and the true TSDF (both in truncation units, clamped to [-1, 1]), with
+the observed voxels weighted ``observed_sdf_weight`` relative to the unobserved ones, times ``sdf_weight``; plus
+binary cross-entropy of the keep logit against "inside the true surface's truncation band", times
+``occupancy_weight``.
+
+:func:`refine_volume` writes the prediction back into the fused voxel-block grid (observed voxels with weight >=
+``trust_weight`` keep their fused TSDF; dropped voxels get weight 0; kept unobserved ones weight 1) and Open3D's
+marching cubes extracts the mesh, so raw and refined meshes come out of the same extractor (welded vertices,
+colours, no cracks). Validation reports point-to-mesh Chamfer and F-score (``geo3d.metrics.mesh_metrics``) of both
+the raw fusion and the refinement against the ground-truth mesh.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from geo3d.errors import InputError
 from geo3d.io import read_mesh
 from geo3d.metrics.geometry import mesh_metrics
 from geo3d.types import Mesh
@@ -101,9 +107,14 @@ class SurfaceRefiner(pl.LightningModule):
         threshold = self.hparams.fscore_fraction * voxel * 128
         volume = fuse_rgbd(scan, voxel, batch["sdf_trunc"][0], progress=False)
         raw = mesh_metrics(volume.extract_mesh(), gt, num_points=self.hparams.eval_points, fscore_threshold=threshold)
-        refined = mesh_metrics(refine_volume(self, volume), gt, num_points=self.hparams.eval_points,
-                               fscore_threshold=threshold)
         diag = voxel * 128
+        try:
+            refined = mesh_metrics(refine_volume(self, volume), gt, num_points=self.hparams.eval_points,
+                                   fscore_threshold=threshold)
+            empty = 0.0
+        except InputError:  # early in training the network may keep nothing: an empty mesh, not a crash
+            refined, empty = {"chamfer": float("inf"), "fscore": 0.0}, 1.0
+        self.log("val/refined_empty", empty, batch_size=1)
         for name, m in (("raw", raw), ("refined", refined)):
             self.log(f"val/{name}_chamfer_rel", m["chamfer"] / diag, batch_size=1)
             self.log(f"val/{name}_fscore", m["fscore"], batch_size=1)
@@ -131,6 +142,9 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
 
     Returns:
         The refined mesh (metres, colours from fusion).
+
+    Raises:
+        InputError: the network kept no voxel.
     """
     was_training = model.training
     model.eval()
@@ -142,6 +156,9 @@ def refine_volume(model: SurfaceRefiner, volume: TSDFVolume, keep_threshold: flo
     if trust_weight is not None:
         pred = torch.where(weight.to(device) >= trust_weight, tsdf.to(device), pred)
     kept = torch.sigmoid(keep) > threshold
+    if not bool(kept.any()):
+        raise InputError(None, f"refine_volume: the network kept no voxel (keep probability <= {threshold} "
+                               "everywhere): an untrained checkpoint, or one trained with other settings?")
     # kept voxels that fusion never observed get weight 1, so the extraction uses them
     new_weight = torch.where(kept, weight.to(device).clamp_min(1.0), torch.zeros_like(weight, device=device))
     volume.set_voxels(coords, pred.clamp(-1, 1).cpu(), new_weight.cpu())

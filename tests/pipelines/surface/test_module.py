@@ -3,9 +3,11 @@ refine_volume writes back into the block grid and extracts a mesh."""
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
+from geo3d.errors import InputError
 from geo3d.synth.rgbd import generate_rgbd
 from pipelines.surface.data import SurfaceDataModule, collate_scans, list_scans, prepare_scan
 from pipelines.surface.fusion import fuse_rgbd
@@ -95,3 +97,43 @@ def test_trust_weight_keeps_the_fused_tsdf_of_observed_voxels(tmp_path):
     lookup = {tuple(c): float(t) for c, t in zip(after_coords.tolist(), after_tsdf)}
     assert all(abs(lookup[tuple(c)] - float(t)) < 1e-6 for c, t in zip(coords.tolist(), tsdf))
     assert len(after_coords) > len(coords)  # dilated voxels were added (kept, weight 1)
+
+
+def test_shipped_configs_parse_and_the_cpu_config_trains_through_the_cli(tmp_path, capsys):
+    """``geo3d fit --config configs/surface/*.yaml``: every config resolves; the CPU one runs (tiny data, 2 steps)
+    and writes last.ckpt, which ``geo3d reconstruct --method refined`` then uses; with a keep threshold the network
+    does not reach, reconstruct fails with one line saying so."""
+    from pathlib import Path
+
+    from geo3d.cli import main
+
+    configs = sorted(Path("configs/surface").glob("*.yaml"))
+    assert {c.name for c in configs} >= {"unet_tiny_cpu.yaml", "unet_gpu.yaml"}
+    for config in configs:
+        with pytest.raises(SystemExit) as exit_info:  # LightningCLI exits after printing
+            main(["fit", "--config", str(config), "--print_config"])
+        assert exit_info.value.code == 0
+        assert "pipelines.surface.module.SurfaceRefiner" in capsys.readouterr().out
+    train = _scans(tmp_path / "train", [("blob", 0)])
+    val = _scans(tmp_path / "val", [("blob", 1)])
+    out = tmp_path / "run"
+    code = main(["fit", "--config", "configs/surface/unet_tiny_cpu.yaml", "--data.train_dir", str(train),
+                 "--data.val_dir", str(val), "--data.voxel_fraction", "0.03125", "--data.batch_size", "1",
+                 "--model.base_channels", "4", "--model.levels", "2", "--model.eval_points", "1000",
+                 "--model.keep_threshold", "0.05",  # 2 steps: the keep logits are still near 0 (probability 0.5)
+                 "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)])
+    assert code == 0
+    checkpoints = list(out.rglob("last.ckpt"))
+    assert len(checkpoints) == 1
+    recon = tmp_path / "recon"
+    assert main(["reconstruct", "--input", str(val), "--output", str(recon), "--method", "refined",
+                 "--checkpoint", str(checkpoints[0]), "--voxel-fraction", "1/32", "--eval-points", "1000",
+                 "--no-progress"]) == 0
+    assert (recon / "blob_1" / "mesh.ply").is_file()
+    capsys.readouterr()
+    model = SurfaceRefiner.load_from_checkpoint(checkpoints[0], map_location="cpu")
+    model.hparams.keep_threshold = 0.9999
+    volume = fuse_rgbd(val / "blob_1", 1 / 32, 4 / 32, progress=False)
+    with pytest.raises(InputError, match="kept no voxel"):
+        refine_volume(model, volume)
