@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from geo3d.io import read_mesh
     from geo3d.metrics.geometry import mesh_metrics
     from pipelines.surface.baselines import poisson_mesh
+    from pipelines.surface.batch import canonical_mesh
     from pipelines.surface.data import list_scans, scan_voxel_size
     from pipelines.surface.fusion import fuse_rgbd
     from pipelines.surface.module import SurfaceRefiner, refine_volume
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 meshes["refined"] = refine_volume(model, volume, args.keep_threshold, args.trust_weight)
             seconds["refined"] = time.perf_counter() - t0 + seconds["tsdf"]
         for method, mesh in meshes.items():
-            m = mesh_metrics(mesh, gt, num_points=args.points, fscore_threshold=threshold)
+            # canonical order: marching cubes' triangle order varies run to run, and with it the seeded sampling
+            m = mesh_metrics(canonical_mesh(mesh), gt, num_points=args.points, fscore_threshold=threshold)
             rows.append({"scan": scan.name, "method": method, "chamfer_rel": m["chamfer"] / diag,
                          "accuracy_rel": m["accuracy"] / diag, "completeness_rel": m["completeness"] / diag,
                          "fscore": m["fscore"], "normal_consistency": m["normal_consistency"],
@@ -111,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = means["refined"]["chamfer_rel"] / means["tsdf"]["chamfer_rel"]
         lines += ["", f"refined / raw TSDF Chamfer: {ratio:.3f} ({(1 - ratio) * 100:.1f} % lower); F-score "
                       f"{means['refined']['fscore']:.3f} vs {means['tsdf']['fscore']:.3f}"]
+    lines += ["", "Per scan (Chamfer x diagonal / F-score):", "",
+              "| scan | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for scan in scans:
+        cells = {r["method"]: f"{r['chamfer_rel']:.5f} / {r['fscore']:.3f}" for r in rows if r["scan"] == scan.name}
+        lines.append(f"| {scan.name} | " + " | ".join(cells[m] for m in methods) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:
