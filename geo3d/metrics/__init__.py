@@ -1,6 +1,9 @@
-"""Metrics shared by the pipelines: image quality and surface geometry (depth errors as pipelines need them)."""
+"""Metrics shared by the pipelines: image quality, surface geometry and depth maps (KITTI-DC depth errors)."""
 
+from geo3d.metrics.depth import depth_metrics, format_depth_metrics
 from geo3d.metrics.geometry import mesh_metrics, point_to_mesh_distance
 from geo3d.metrics.image import lpips_status, psnr, ssim
 
-__all__ = ["lpips_status", "mesh_metrics", "point_to_mesh_distance", "psnr", "ssim"]
+__all__ = [
+    "depth_metrics", "format_depth_metrics", "lpips_status", "mesh_metrics", "point_to_mesh_distance", "psnr", "ssim",
+]

@@ -1,0 +1,1 @@
+"""Depth completion: an OMNI-DC-style model with a multi-resolution depth integration layer."""
