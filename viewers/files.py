@@ -12,6 +12,8 @@ File types, by extension:
 * ``.json``: a NeRF-synthetic / instant-ngp ``transforms.json``: its cameras, drawn as frustums (frames
   whose image is missing are skipped with a warning, as :func:`geo3d.io.read_transforms` does).
 
+Depth maps (16-bit ``.png``, ``.npy``) are shown by :func:`viewers.depth.view_depth` (``geo3d view --depth``).
+
 KITTI ``label_2`` boxes (``boxes``, ground truth, green) and result files (``pred``, with scores, red) are
 converted to the LiDAR frame with the frame's ``calib``.
 """
@@ -38,6 +40,8 @@ from viewers.window import has_display, show
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb")
 CLOUD_SUFFIXES = (".bin", ".ply", ".obj", ".pcd", ".xyz")
 CAMERA_SUFFIXES = (".json",)
+DEPTH_SUFFIXES = (".png", ".npy")
+"""Depth maps: not read here; see :func:`viewers.depth.view_depth` (``geo3d view --depth``)."""
 GAUSSIAN_PROPERTIES = ("f_dc_0", "opacity", "scale_0", "rot_0")
 """Vertex properties that mark a PLY file as 3D Gaussian splatting output."""
 PathLike = str | os.PathLike
@@ -91,6 +95,9 @@ def _add_file(scene: Scene, path: Path, gaussians: GaussianMode = "centres") -> 
     """Load one file into the scene; returns a short description for the title."""
     suffix = path.suffix.lower()
     known = MESH_SUFFIXES + CLOUD_SUFFIXES + CAMERA_SUFFIXES
+    if suffix in DEPTH_SUFFIXES:
+        raise InputError(path, f"{suffix} files are read as depth maps only with --depth "
+                               "(viewers.depth.view_depth); expected a point cloud, mesh or transforms.json here")
     if suffix not in known:
         raise InputError(path, f"unknown file type {suffix or '(no extension)'!r}; expected one of "
                                f"{', '.join(sorted(set(known)))}")

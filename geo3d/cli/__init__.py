@@ -7,6 +7,7 @@ Subcommands:
     render SCENE.ply                  render a 3DGS PLY: a transforms.json's cameras or a turntable -> PNG, GIF
     demo                              run the main job end to end on generated data, write a report
     reconstruct --input D --output D  batch surface reconstruction of RGB-D scene folders (resumable)
+    complete RGB SPARSE --out D.png   depth completion of one frame (a trained model or IP-Basic/linear/nearest)
 
 Bad input prints one line ``geo3d: error: <file>: <problem>`` and exits with code 2
 (set ``GEO3D_DEBUG=1`` for the traceback).
@@ -33,6 +34,7 @@ examples:
   geo3d view frame.bin --boxes label.txt --calib calib.txt --out frame.png
   geo3d render scene_3dgs.ply --turntable 36 --out out/turntable
   geo3d reconstruct --input data/synth_rgbd --output out/recon --method tsdf --workers 2
+  geo3d complete rgb.png sparse_depth.png --out dense.png --method ip_basic
 """
 
 
@@ -76,6 +78,11 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         width = 160 if args.res is None else args.res
         out = generate_rgbd(args.out, object=args.object or "bunny", frames=30 if args.frames is None else args.frames,
                             noise=args.noise, seed=args.seed, width=width, height=width * 3 // 4)
+    elif args.kind == "depth":
+        from geo3d.synth.depth import generate_depth
+
+        out = generate_depth(args.out, frames=100 if args.frames is None else args.frames, seed=args.seed,
+                             width=args.width, height=args.height, kind=args.depth_kind)
     else:  # argparse restricts choices; kept for clarity
         raise InputError(None, f"unknown synth kind {args.kind!r}")
     print(f"wrote {args.kind} data to {out}")
@@ -91,19 +98,22 @@ def _add_synth(sub) -> None:
               kitti   LiDAR scenes ray-cast by a simulated 64-beam sensor, as a KITTI object dataset
               nerf    RGBA renders of one coloured object around a sphere, NeRF-synthetic layout + mesh.ply
               rgbd    RGB-D scans of one object with Kinect-like depth noise, 7-Scenes layout + mesh.ply
+              depth   textured rooms and streets: RGB + exact depth + K, KITTI depth-completion layout
             examples:
               geo3d synth shapes out/shapes --objects 5 --seed 0
               geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0
               geo3d synth nerf data/synth_nerf --object toy --res 128 --views 100 --test-views 50
-              geo3d synth rgbd data/synth_rgbd --object bunny --frames 30 --noise kinect --res 160"""),
+              geo3d synth rgbd data/synth_rgbd --object bunny --frames 30 --noise kinect --res 160
+              geo3d synth depth data/synth_depth --frames 100 --seed 0 --width 320 --height 96 --depth-kind mixed"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["shapes", "kitti", "nerf", "rgbd"], help="what to generate")
+    p.add_argument("kind", choices=["shapes", "kitti", "nerf", "rgbd", "depth"], help="what to generate")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     p.add_argument("--objects", type=int, default=5, help="shapes: number of objects (default 5)")
     p.add_argument("--points", type=int, default=20000, help="shapes: surface samples (default 20000)")
-    p.add_argument("--frames", type=int, help="kitti: training frames (default 400); rgbd: frames (default 30)")
+    p.add_argument("--frames", type=int, help="kitti: training frames (default 400); rgbd: frames (default 30); "
+                                              "depth: frames (default 100)")
     p.add_argument("--val-frames", type=int, default=120, help="kitti: validation frames (default 120)")
     p.add_argument("--workers", type=int, default=2, help="kitti: worker processes (default 2)")
     p.add_argument("--object", metavar="NAME",
@@ -115,16 +125,37 @@ def _add_synth(sub) -> None:
     p.add_argument("--test-views", type=int, default=50, help="nerf: test views (default 50)")
     p.add_argument("--noise", choices=["kinect", "none"], default="kinect",
                    help="rgbd: Kinect v1 depth noise, or exact depth (default kinect)")
+    p.add_argument("--width", type=int, default=320, help="depth: image width in pixels (default 320)")
+    p.add_argument("--height", type=int, default=96, help="depth: image height in pixels (default 96)")
+    p.add_argument("--depth-kind", choices=["indoor", "outdoor", "mixed"], default="mixed",
+                   help="depth: rooms, streets, or each frame either at random (default mixed)")
     p.set_defaults(func=_cmd_synth)
 
 
 # --- view --------------------------------------------------------------------------------------------
 
 def _cmd_view(args: argparse.Namespace) -> None:
+    if args.depth:
+        from viewers.depth import view_depth
+
+        used = [f"--{name}" for name in ("boxes", "pred", "calib") if getattr(args, name) is not None]
+        if used:
+            raise InputError(None, f"{', '.join(used)}: not used with --depth (depth maps are drawn alone)")
+        written = view_depth(args.files, image=args.image, K=args.K,
+                             depth_scale=256.0 if args.depth_scale is None else args.depth_scale, out=args.out,
+                             width=args.width, height=args.height, view=args.view)
+        for path in written:
+            print(f"wrote {path}")
+        return
+    used = [flag for flag, value in (("--image", args.image), ("--K", args.K), ("--depth-scale", args.depth_scale))
+            if value is not None]
+    if used:
+        raise InputError(None, f"{', '.join(used)}: only for depth maps; add --depth to read the files as depth maps")
     from viewers.files import view_files
 
     out = view_files(args.files, boxes=args.boxes, calib=args.calib, pred=args.pred, out=args.out,
-                     width=args.width, height=args.height, view=args.view, gaussians=args.gaussians)
+                     width=1280 if args.width is None else args.width,
+                     height=720 if args.height is None else args.height, view=args.view, gaussians=args.gaussians)
     if out is not None:
         print(f"wrote {out}")
 
@@ -136,28 +167,46 @@ def _add_view(sub) -> None:
                     "no display). Point clouds are coloured by height (or LiDAR intensity), KITTI label boxes "
                     "are drawn as oriented boxes (ground truth green, predictions red with scores). A 3D Gaussian "
                     "splatting PLY is drawn as coloured Gaussian centres (or, with --gaussians ellipsoids, its "
-                    "largest Gaussians as 2-sigma ellipsoids).",
+                    "largest Gaussians as 2-sigma ellipsoids). With --depth, the files are depth maps (16-bit PNG, "
+                    "metres = code / --depth-scale, or .npy (H, W) metres): they are back-projected with --K to a "
+                    "3D point cloud coloured by --image (else by depth: near red, far blue); --out X.png writes a "
+                    "colour-mapped panel X.png (the image above each depth map) and the cloud seen from the depth "
+                    "camera, pulled back a little, X_points.png.",
         epilog=textwrap.dedent("""\
             examples:
               geo3d view scan.ply mesh.obj
               geo3d view velodyne/000001.bin --boxes label_2/000001.txt --calib calib/000001.txt --out f.png
               geo3d view velodyne/000001.bin --calib calib/000001.txt --pred pred/000001.txt --view bev --out p.png
               geo3d view fox/transforms.json --out cameras.png
-              geo3d view scene_3dgs.ply --gaussians ellipsoids --out splats.png"""),
+              geo3d view scene_3dgs.ply --gaussians ellipsoids --out splats.png
+              geo3d view --depth gt_depth.png --image rgb.png --out depth.png   # depth.png + depth_points.png
+              geo3d view --depth completed.npy --K 721.5,721.5,609.6,172.9"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path,
                    help="point clouds (.bin .ply .pcd .xyz), meshes (.ply .obj .off .stl .glb), "
-                        "3DGS splats (.ply), cameras (transforms.json)")
+                        "3DGS splats (.ply), cameras (transforms.json); with --depth: depth maps (.png .npy)")
     p.add_argument("--boxes", type=Path, help="KITTI label_2 file: ground-truth boxes (camera frame; needs --calib)")
     p.add_argument("--pred", type=Path, help="KITTI result file with scores: predicted boxes (needs --calib)")
     p.add_argument("--calib", type=Path, help="KITTI calib file for --boxes/--pred")
     p.add_argument("--out", type=Path, help="write a PNG here instead of opening a window")
     p.add_argument("--view", choices=["auto", "bev", "front"], default="auto", help="camera (default auto)")
-    p.add_argument("--width", type=int, default=1280, help="PNG width in pixels (default 1280)")
-    p.add_argument("--height", type=int, default=720, help="PNG height in pixels (default 720)")
+    p.add_argument("--width", type=int, help="PNG width in pixels (default 1280; --depth: the depth map's "
+                                             "aspect, at least 640 wide)")
+    p.add_argument("--height", type=int, help="PNG height in pixels (default 720; --depth: from the width)")
     p.add_argument("--gaussians", choices=["centres", "ellipsoids"], default="centres",
                    help="3DGS PLY files: draw each Gaussian's centre, or the largest as ellipsoids (default centres)")
+    depth = p.add_argument_group("depth maps")
+    depth.add_argument("--depth", action="store_true",
+                       help="the files are depth maps: 16-bit PNGs (code / --depth-scale = metres, 0 = missing) or "
+                            ".npy (H, W) float arrays of metres")
+    depth.add_argument("--image", type=Path, metavar="RGB",
+                       help="--depth: RGB image registered with the depth: point colours and the first panel")
+    depth.add_argument("--K", metavar="K",
+                       help="--depth: intrinsics 'fx,fy,cx,cy' (pixels) or a 3x3 text file; default KITTI-like: "
+                            "fx = fy = 721.5 * W / 1242, cx = W/2, cy = H/2 (a note is printed)")
+    depth.add_argument("--depth-scale", type=float, metavar="CODES",
+                       help="--depth: PNG codes per metre (default 256: KITTI depth completion; 1000: millimetres)")
     p.set_defaults(func=_cmd_view)
 
 
@@ -335,12 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command",
-                                metavar="{fit,validate,test,predict,synth,view,render,demo,reconstruct}")
+                                metavar="{fit,validate,test,predict,synth,view,render,demo,reconstruct,complete}")
     _add_synth(sub)
     _add_view(sub)
     _add_render(sub)
     _add_demo(sub)
     _add_reconstruct(sub)
+    from geo3d.cli.complete import add_complete
+
+    add_complete(sub)
     return parser
 
 
