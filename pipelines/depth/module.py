@@ -1,0 +1,159 @@
+"""Depth completion as a LightningModule: the loss, per-pattern validation metrics, prediction to PNG.
+
+Loss (on pixels with ground truth, in normalised log-depth ``log(depth / scale)``, so it does not depend on the
+scene's scale): L1 of the integrated log-depth + ``nll_weight`` x the Laplace negative log-likelihood with the
+predicted scale ``b`` (``|r| / b + log b``) + ``grad_weight`` x gradient matching (L1 of the forward differences of
+the residual at full, 1/2 and 1/4 resolution, mask-aware pooling) + ``head_weight`` x L1 between each resolution's
+predicted gradients and the ground truth's (direct supervision of the heads, which speeds up early training).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from geo3d.io.depth_png import write_depth_png
+from geo3d.metrics.depth import depth_metrics
+from geo3d.types import DepthMap
+from pipelines.depth.model import DepthCompletionNet
+
+METRIC_KEYS = ("rmse_mm", "mae_mm", "irmse_1km", "imae_1km", "rel", "delta1")
+
+
+def masked_pool(values: torch.Tensor, mask: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask-normalised average pooling by ``2^s``: ``(values (B, 1, H', W'), mask (B, 1, H', W') bool)``, a pooled
+    pixel valid when any input pixel of its cell was."""
+    if s == 0:
+        return values, mask
+    k = 2**s
+    m = F.avg_pool2d(mask.float(), k, ceil_mode=True)
+    v = F.avg_pool2d(values * mask, k, ceil_mode=True) / m.clamp_min(1e-6)
+    return v, m > 0
+
+
+def forward_differences(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) -> ((B, 2, H, W) x/y forward differences, zero at the last column/row; (B, 2, H, W) bool: both
+    pixels valid)."""
+    gx = torch.zeros_like(x).repeat(1, 2, 1, 1)
+    valid = torch.zeros_like(mask).repeat(1, 2, 1, 1)
+    gx[:, 0, :, :-1] = x[:, 0, :, 1:] - x[:, 0, :, :-1]
+    gx[:, 1, :-1, :] = x[:, 0, 1:, :] - x[:, 0, :-1, :]
+    valid[:, 0, :, :-1] = mask[:, 0, :, 1:] & mask[:, 0, :, :-1]
+    valid[:, 1, :-1, :] = mask[:, 0, 1:, :] & mask[:, 0, :-1, :]
+    return gx, valid
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+class DepthCompletion(pl.LightningModule):
+    """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
+
+    Args:
+        base_channels, sparse_channels, lam, iters, tol, obs_weight: see :class:`DepthCompletionNet`.
+        lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
+        weight_decay: AdamW weight decay.
+        nll_weight: weight of the Laplace NLL term.
+        grad_weight: weight of the multi-scale gradient-matching term.
+        head_weight: weight of the direct supervision of the predicted gradients.
+        max_depth: evaluation cap, metres (None: no cap).
+        predict_dir: where ``geo3d predict`` writes ``NNNNNN.png`` (depth) and ``NNNNNN_uncertainty.png`` (Laplace
+            standard deviation), both uint16 PNGs in metres x 256.
+    """
+
+    def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
+                 tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
+                 max_depth: float | None = 80.0, predict_dir: str = "out/depth/predict"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
+                                      obs_weight=obs_weight)
+
+    def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
+        """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""
+        return self.net(image, sparse)
+
+    def loss(self, out: dict, gt: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss.
+
+        Args:
+            out: :meth:`forward`'s output.
+            gt: (B, 1, H, W) float32 metres, 0 = missing.
+
+        Returns:
+            ``(loss, parts)``: a scalar and its terms.
+        """
+        h, w = gt.shape[-2:]
+        valid = gt > 0
+        gt_log = torch.where(valid, torch.log(gt.clamp_min(1e-6) / out["scale"][:, None, None, None]),
+                             torch.zeros_like(gt))
+        residual = out["log_depth"] - gt_log
+        l1 = _masked_mean(residual.abs(), valid)
+        b = out["laplace_b"]
+        nll = _masked_mean(residual.abs() / b + torch.log(b), valid)
+        grad_match, head = residual.new_zeros(()), residual.new_zeros(())
+        for s, predicted in enumerate(out["gradients"]):
+            r, m = masked_pool(torch.where(valid, residual, torch.zeros_like(residual)), valid, s)
+            d, dm = forward_differences(r, m)
+            grad_match = grad_match + _masked_mean(d.abs(), dm)
+            g, gm = masked_pool(gt_log, valid, s)
+            target, tm = forward_differences(g, gm)
+            predicted = predicted[..., : target.shape[-2], : target.shape[-1]]
+            head = head + _masked_mean((predicted - target).abs(), tm)
+        n = len(out["gradients"])
+        hp = self.hparams
+        loss = l1 + hp.nll_weight * nll + hp.grad_weight * grad_match / n + hp.head_weight * head / n
+        return loss, {"l1_log": l1, "laplace_nll": nll, "grad_match": grad_match / n, "head_grad": head / n}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["image"], batch["sparse"])
+        loss, parts = self.loss(out, batch["gt"])
+        n = batch["gt"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        for key, value in parts.items():
+            self.log(f"train/{key}", value, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch["image"], batch["sparse"])
+        loss, _ = self.loss(out, batch["gt"])
+        self.log("val/loss", loss, batch_size=1)
+        metrics = depth_metrics(out["depth"][:, 0], batch["gt"][:, 0], max_depth=self.hparams.max_depth)
+        pattern = batch["pattern"][0]
+        for key in METRIC_KEYS:
+            self.log(f"val/{key}", metrics[key], batch_size=1)
+            self.log(f"val_{pattern}/{key}", metrics[key], batch_size=1)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Complete a batch and write ``predict_dir/<frame>_<pattern>.png`` and ``..._uncertainty.png``."""
+        out = self(batch["image"], batch["sparse"])
+        folder = Path(self.hparams.predict_dir)
+        for i, frame in enumerate(batch["frame"]):
+            name = f"{frame}_{batch['pattern'][i].replace(':', '-')}"
+            write_depth_png(folder / f"{name}.png", DepthMap(out["depth"][i, 0].float().cpu()), scale=256.0)
+            write_depth_png(folder / f"{name}_uncertainty.png", DepthMap(uncertainty(out)[i, 0].float().cpu()),
+                            scale=256.0)
+        return {"depth": out["depth"].cpu(), "uncertainty": uncertainty(out).cpu()}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=0.05)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def uncertainty(out: dict) -> torch.Tensor:
+    """Per-pixel standard deviation of the depth, metres: (B, 1, H, W).
+
+    The network predicts a Laplace scale ``b`` on the log-depth; a Laplace variable's standard deviation is
+    ``sqrt(2) b`` and, to first order, ``std(depth) = depth x std(log depth)``.
+    """
+    return out["depth"] * out["laplace_b"] * 2**0.5

@@ -1,0 +1,197 @@
+"""The depth-completion network and module: scale equivariance, the fill, the loss, a short training run that
+lowers the error, the input loaders' one-line errors, `geo3d complete` and the config through `geo3d fit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geo3d.cli import main
+from geo3d.errors import InputError
+from geo3d.io.depth_png import read_depth_png, write_depth_png
+from geo3d.synth.depth import generate_depth
+from geo3d.types import DepthMap
+from pipelines.depth.data import DepthFrames, read_sparse
+from pipelines.depth.model import DepthCompletionNet, median_scale, pyramid_fill
+from pipelines.depth.module import DepthCompletion, forward_differences, masked_pool
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    """Six 64 x 192 synthetic frames (train) and two held-out ones (val)."""
+    root = tmp_path_factory.mktemp("depth")
+    generate_depth(root / "train", frames=6, seed=0, width=192, height=64, progress=False)
+    generate_depth(root / "val", frames=2, seed=1000, width=192, height=64, progress=False)
+    return root
+
+
+def test_pyramid_fill_keeps_samples_and_fills_from_the_nearest_level():
+    values = torch.zeros(1, 1, 16, 16)
+    mask = torch.zeros(1, 1, 16, 16)
+    values[0, 0, 2, 3], mask[0, 0, 2, 3] = 5.0, 1.0
+    values[0, 0, 12, 12], mask[0, 0, 12, 12] = -1.0, 1.0
+    filled, support = pyramid_fill(values, mask)
+    assert filled[0, 0, 2, 3] == 5.0 and filled[0, 0, 12, 12] == -1.0 and support[0, 0, 2, 3] == 0
+    # a pixel whose 2x2 cell holds the sample is filled from level 1, its neighbourhood from coarser levels
+    assert support[0, 0, 3, 2] == pytest.approx(1 / 7) and support[0, 0, 8, 8] > support[0, 0, 3, 2]
+    # every fill is a convex combination of the samples, and nearer samples weigh more
+    assert torch.isfinite(filled).all() and filled.min() >= -1.0 and filled.max() <= 5.0
+    assert filled[0, 0, 3, 3] > filled[0, 0, 8, 8] > filled[0, 0, 11, 11]
+
+
+def test_median_scale_and_the_network_is_scale_equivariant():
+    torch.manual_seed(0)
+    net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=200, tol=1e-8).eval()
+    with torch.no_grad():  # non-trivial heads
+        for head in (net.head0, net.head1, net.head2):
+            head.weight.normal_(0, 0.1)
+    image = torch.rand(1, 3, 32, 48)
+    sparse = torch.zeros(1, 1, 32, 48)
+    sparse[0, 0, ::5, ::7] = torch.rand(7, 7) * 10 + 1
+    assert median_scale(sparse)[0] == sparse[sparse > 0].median()
+    with torch.no_grad():
+        a = net(image, sparse)
+        b = net(image, sparse * 1000)  # metres -> millimetres
+    assert torch.allclose(b["depth"], a["depth"] * 1000, rtol=1e-4)
+    assert torch.allclose(b["laplace_b"], a["laplace_b"])
+    with pytest.raises(ValueError, match="no valid"):
+        net(image, torch.zeros_like(sparse))
+
+
+def test_an_untrained_network_follows_the_observations_and_pads_odd_sizes():
+    image, sparse = torch.rand(1, 3, 37, 53), torch.zeros(1, 1, 37, 53)
+    sparse[0, 0, 5, 7], sparse[0, 0, 30, 40] = 2.0, 8.0
+    results = {}
+    for weight in (10.0, 1e4):
+        torch.manual_seed(0)
+        net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=500, tol=1e-9, obs_weight=weight).eval()
+        with torch.no_grad():
+            results[weight] = net(image, sparse)
+    out = results[10.0]
+    assert out["depth"].shape == (1, 1, 37, 53) and out["laplace_b"].shape == (1, 1, 37, 53)
+    assert (out["depth"] > 0).all()
+    # zero gradients at init: an observation is a weighted pull against the smoothness of its neighbourhood (two
+    # isolated points at weight ~9 are honoured within 15 %), exactly when its weight dominates
+    for weight, rel in ((10.0, 0.15), (1e4, 0.005)):
+        depth = results[weight]["depth"][0, 0]
+        assert depth[5, 7] == pytest.approx(2.0, rel=rel) and depth[30, 40] == pytest.approx(8.0, rel=rel)
+
+
+def test_loss_parts_against_hand_computation():
+    gt = torch.full((1, 1, 16, 16), 2.0)
+    gt[0, 0, :, 8:] = 4.0
+    gt[0, 0, 0, 0] = 0.0  # missing
+    scale = torch.tensor([2.0])
+    log_depth = torch.zeros(1, 1, 16, 16)  # predicts 2 m everywhere
+    out = {"log_depth": log_depth, "scale": scale, "laplace_b": torch.ones(1, 1, 16, 16),
+           "gradients": [torch.zeros(1, 2, 16 // 2**s, 16 // 2**s) for s in range(3)]}
+    module = DepthCompletion(nll_weight=0.0, grad_weight=0.0, head_weight=0.0)
+    loss, parts = module.loss(out, gt)
+    valid = gt > 0
+    expected = (torch.log(torch.tensor(2.0)) * (gt[valid] == 4.0).float()).mean()
+    assert parts["l1_log"] == pytest.approx(float(expected), rel=1e-6) and loss == parts["l1_log"]
+    # forward differences: the step between columns 7 and 8 is log 2 on every row
+    d, dv = forward_differences(torch.log(gt.clamp_min(1e-6) / 2), valid)
+    assert dv[0, 0, 0, 0] == 0 and dv[0, 1, 0, 0] == 0  # pairs with the missing pixel are invalid
+    assert torch.allclose(d[0, 0, :, 7][dv[0, 0, :, 7]], torch.log(torch.tensor(2.0)).expand(16))
+    pooled, pm = masked_pool(gt, valid, 1)
+    assert pooled[0, 0, 0, 0] == 2.0 and pm.all()  # the mean over the 3 valid pixels of the cell
+
+
+def test_read_sparse_errors_name_the_file(tmp_path):
+    image_shape = (8, 10)
+    ok = tmp_path / "ok.png"
+    depth = torch.zeros(image_shape)
+    depth[2, 3] = 5.0
+    write_depth_png(ok, DepthMap(depth), scale=256.0)
+    assert read_sparse(ok, shape=image_shape)[2, 3] == pytest.approx(5.0, abs=1 / 256)
+    eight_bit = tmp_path / "eight.png"
+    Image.fromarray(np.full(image_shape, 7, np.uint8)).save(eight_bit)
+    empty = tmp_path / "empty.png"
+    write_depth_png(empty, DepthMap(torch.zeros(image_shape)), scale=256.0)
+    np.save(tmp_path / "cube.npy", np.ones((2, 8, 10)))
+    np.save(tmp_path / "neg.npy", -np.ones(image_shape))
+    for path, text in ((eight_bit, "16-bit"), (empty, "every pixel is missing"), (tmp_path / "cube.npy", "(H, W)"),
+                       (tmp_path / "neg.npy", "negative"), (tmp_path / "none.png", "not found")):
+        with pytest.raises(InputError, match=text) as info:
+            read_sparse(path, shape=image_shape)
+        assert str(path) in str(info.value)
+    with pytest.raises(InputError, match="image is 4 x 10"):
+        read_sparse(ok, shape=(4, 10))
+
+
+def test_frames_are_deterministic_for_evaluation(frames):
+    data = DepthFrames(frames / "val", ["random:0.01", "lidar:16"], repeat=True)
+    assert len(data) == 4
+    a, b = data[1], data[1]
+    assert torch.equal(a["sparse"], b["sparse"]) and a["pattern"] == "random:0.01"
+    assert data[2]["pattern"] == "lidar:16"
+    valid = a["sparse"] > 0
+    assert torch.allclose(a["sparse"][valid], a["gt"][valid])
+
+
+def test_gradients_through_the_integration_fit_a_batch(frames):
+    """30 Adam steps on four fixed inputs: the log-depth error falls by more than half (the loss reaches the heads
+    through the implicit backward of the integration)."""
+    data = DepthFrames(frames / "train", ["random:0.01"], repeat=True)
+    items = [data[i] for i in range(4)]
+    image, sparse, gt = (torch.stack([item[k] for item in items]) for k in ("image", "sparse", "gt"))
+    torch.manual_seed(0)
+    model = DepthCompletion(base_channels=8, sparse_channels=8)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    errors = []
+    for _ in range(30):
+        loss, parts = model.loss(model(image, sparse), gt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        errors.append(float(parts["l1_log"]))
+    assert errors[-1] < 0.5 * errors[0]
+
+
+def test_geo3d_complete_baselines_and_errors(tmp_path, capsys):
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8)).save(rgb)
+    depth = torch.zeros(24, 40)
+    depth[::4, ::5] = 7.5
+    sparse = tmp_path / "sparse.png"
+    write_depth_png(sparse, DepthMap(depth), scale=256.0)
+    for method in ("ip_basic", "linear", "nearest"):
+        out = tmp_path / f"{method}.png"
+        assert main(["complete", str(rgb), str(sparse), "--out", str(out), "--method", method]) == 0
+        dense = read_depth_png(out, scale=256.0).depth
+        assert dense.shape == (24, 40) and torch.allclose(dense, torch.full_like(dense, 7.5), atol=1 / 256)
+    assert main(["complete", str(rgb), str(sparse), "--out", str(tmp_path / "d.npy"), "--method", "linear"]) == 0
+    assert np.load(tmp_path / "d.npy").shape == (24, 40)
+    capsys.readouterr()
+    small = tmp_path / "small.png"
+    write_depth_png(small, DepthMap(depth[:12]), scale=256.0)
+    cases = [([str(rgb), str(rgb)], str(rgb)), ([str(rgb), str(small)], str(small)),
+             ([str(rgb), str(sparse), "--ckpt", str(tmp_path / "no.ckpt")], "no.ckpt")]
+    for args, name in cases:
+        assert main(["complete", *args, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0]
+
+
+def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", "--data.train_dir", str(frames / "train"),
+                 "--data.val_dir", str(frames / "val"), "--data.crop", "[64, 192]", "--data.batch_size", "2",
+                 "--data.num_workers", "0", "--data.val_frames", "1", "--model.base_channels", "4",
+                 "--model.sparse_channels", "4", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)])
+    assert code == 0
+    ckpt = next(out.rglob("last.ckpt"))
+    ids = sorted(p.stem for p in (frames / "val" / "image").glob("*.png"))
+    rgb = frames / "val" / "image" / f"{ids[0]}.png"
+    gt = frames / "val" / "groundtruth" / f"{ids[0]}.png"
+    dense, std = tmp_path / "dense.png", tmp_path / "std.png"
+    assert main(["complete", str(rgb), str(gt), "--out", str(dense), "--ckpt", str(ckpt), "--uncertainty",
+                 str(std)]) == 0
+    assert read_depth_png(dense, scale=256.0).valid.all()
+    assert "with model" in capsys.readouterr().out
