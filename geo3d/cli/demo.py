@@ -12,6 +12,8 @@ Stages (each timed, each adds metrics and pictures to ``OUT/report.md`` and ``OU
    held-out views, rendered as a turntable and shown in the viewer.
 6. ``surface``: ``geo3d reconstruct`` (TSDF fusion on sparse voxel blocks, and Poisson) over synthetic RGB-D scans
    with point-to-mesh metrics, and the real 7-Scenes frames fused at 1 cm and rendered.
+7. ``depth``: synthetic depth-completion frames, a one-minute training run of the depth network, the baselines
+   (nearest, linear, IP-Basic) beside it on held-out frames, and the real KITTI frame completed and pictured.
 
 ``--stages NAME...`` runs a chosen few (in this order).
 """
@@ -30,7 +32,7 @@ import torch
 from geo3d.io.atomic import atomic_write_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface")
+STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface", "depth")
 
 
 class Report:
@@ -230,6 +232,14 @@ def stage_surface(out: Path, report: Report) -> None:
                result["metrics"], images)
 
 
+def stage_depth(out: Path, report: Report) -> None:
+    """The depth-completion stage: synthetic frames, a one-minute training run, baselines, the KITTI frame."""
+    from pipelines.depth.demo import run_depth_demo
+
+    result = run_depth_demo(out / "depth")
+    report.add("depth", result["text"], result["metrics"], result["images"])
+
+
 def run_demo(
     out: str | Path = "out/demo", detection_minutes: float | None = None, stages: list[str] | None = None
 ) -> Path:
@@ -248,6 +258,7 @@ def run_demo(
         "detection": lambda: stage_detection(out, report, detection_minutes),
         "splatting": lambda: stage_splatting(out, report),
         "surface": lambda: stage_surface(out, report),
+        "depth": lambda: stage_depth(out, report),
     }
     for name in STAGES:
         if name not in chosen:

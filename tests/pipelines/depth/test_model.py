@@ -16,7 +16,7 @@ from geo3d.io.depth_png import read_depth_png, write_depth_png
 from geo3d.synth.depth import generate_depth
 from geo3d.types import DepthMap
 from pipelines.depth.data import DepthFrames, read_sparse
-from pipelines.depth.model import DepthCompletionNet, median_scale, pyramid_fill
+from pipelines.depth.model import DepthCompletionNet, median_scale, nearest_fill
 from pipelines.depth.module import DepthCompletion, forward_differences, masked_pool
 
 
@@ -29,18 +29,26 @@ def frames(tmp_path_factory) -> Path:
     return root
 
 
-def test_pyramid_fill_keeps_samples_and_fills_from_the_nearest_level():
-    values = torch.zeros(1, 1, 16, 16)
-    mask = torch.zeros(1, 1, 16, 16)
-    values[0, 0, 2, 3], mask[0, 0, 2, 3] = 5.0, 1.0
-    values[0, 0, 12, 12], mask[0, 0, 12, 12] = -1.0, 1.0
-    filled, support = pyramid_fill(values, mask)
-    assert filled[0, 0, 2, 3] == 5.0 and filled[0, 0, 12, 12] == -1.0 and support[0, 0, 2, 3] == 0
-    # a pixel whose 2x2 cell holds the sample is filled from level 1, its neighbourhood from coarser levels
-    assert support[0, 0, 3, 2] == pytest.approx(1 / 7) and support[0, 0, 8, 8] > support[0, 0, 3, 2]
-    # every fill is a convex combination of the samples, and nearer samples weigh more
-    assert torch.isfinite(filled).all() and filled.min() >= -1.0 and filled.max() <= 5.0
-    assert filled[0, 0, 3, 3] > filled[0, 0, 8, 8] > filled[0, 0, 11, 11]
+@pytest.mark.parametrize("density", [0.3, 0.01, 0.0005])
+def test_nearest_fill_against_the_exact_distance_transform(density):
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(2, 1, 90, 130, generator=g) < density
+    mask[:, :, 45, 65] = True
+    ys, xs = torch.meshgrid(torch.arange(90.0), torch.arange(130.0), indexing="ij")
+    values = torch.stack([ys, xs]).expand(2, 2, 90, 130)  # each seed carries its own coordinates
+    filled, distance = nearest_fill(values, mask)
+    for b in range(2):
+        exact = ndimage.distance_transform_edt(~mask[b, 0].numpy())
+        ours = distance[b, 0].numpy()
+        assert (ours >= exact - 1e-4).all()  # never closer than the truth
+        wrong = ours > exact + 1e-4
+        assert wrong.mean() < 0.002 and (ours - exact).max() < 3.0  # jump flooding's rare misses are near-ties
+        seed_y, seed_x = filled[b, 0], filled[b, 1]
+        assert mask[b, 0][seed_y.long(), seed_x.long()].all()  # every pixel took a sample's value...
+        assert torch.allclose(torch.hypot(seed_y - ys, seed_x - xs), distance[b, 0])  # ...the one it measured
+        assert torch.equal(filled[b][:, mask[b, 0]], values[b][:, mask[b, 0]])  # samples keep their values
 
 
 def test_median_scale_and_the_network_is_scale_equivariant():
