@@ -83,6 +83,12 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
         out = generate_depth(args.out, frames=100 if args.frames is None else args.frames, seed=args.seed,
                              width=args.width, height=args.height, kind=args.depth_kind)
+    elif args.kind == "particles":
+        from geo3d.synth.particles import generate_particles
+
+        out = generate_particles(args.out, material=args.material, dim=args.dim, trajectories=args.trajectories,
+                                 particles=args.particles, steps=args.steps, seed=args.seed, npz=args.npz,
+                                 frame_dt=args.dt, walls=args.walls)
     else:  # argparse restricts choices; kept for clarity
         raise InputError(None, f"unknown synth kind {args.kind!r}")
     print(f"wrote {args.kind} data to {out}")
@@ -99,15 +105,20 @@ def _add_synth(sub) -> None:
               nerf    RGBA renders of one coloured object around a sphere, NeRF-synthetic layout + mesh.ply
               rgbd    RGB-D scans of one object with Kinect-like depth noise, 7-Scenes layout + mesh.ply
               depth   textured rooms and streets: RGB + exact depth + K, KITTI depth-completion layout
+              particles  MLS-MPM particle trajectories (elastic, fluid, sand, plasticine), LagrangeBench h5
+                      (+ GNS npz) with metadata.json
             examples:
               geo3d synth shapes out/shapes --objects 5 --seed 0
               geo3d synth kitti data/synth_kitti --frames 400 --val-frames 120 --seed 0
               geo3d synth nerf data/synth_nerf --object toy --res 128 --views 100 --test-views 50
               geo3d synth rgbd data/synth_rgbd --object bunny --frames 30 --noise kinect --res 160
-              geo3d synth depth data/synth_depth --frames 100 --seed 0 --width 320 --height 96 --depth-kind mixed"""),
+              geo3d synth depth data/synth_depth --frames 100 --seed 0 --width 320 --height 96 --depth-kind mixed
+              geo3d synth particles data/synth_sand --material sand --dim 2 --trajectories 20 --particles 2000 \\
+                  --steps 200 --seed 0"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["shapes", "kitti", "nerf", "rgbd", "depth"], help="what to generate")
+    p.add_argument("kind", choices=["shapes", "kitti", "nerf", "rgbd", "depth", "particles"],
+                   help="what to generate")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     p.add_argument("--objects", type=int, default=5, help="shapes: number of objects (default 5)")
@@ -129,6 +140,18 @@ def _add_synth(sub) -> None:
     p.add_argument("--height", type=int, default=96, help="depth: image height in pixels (default 96)")
     p.add_argument("--depth-kind", choices=["indoor", "outdoor", "mixed"], default="mixed",
                    help="depth: rooms, streets, or each frame either at random (default mixed)")
+    p.add_argument("--material", default="elastic",
+                   help="particles: elastic, fluid, sand or plasticine (default elastic)")
+    p.add_argument("--dim", type=int, default=2, help="particles: 2 or 3 dimensions (default 2)")
+    p.add_argument("--trajectories", type=int, default=20,
+                   help="particles: trajectories, split 80/10/10 into train/valid/test (default 20: 16/2/2)")
+    p.add_argument("--particles", type=int, default=2000, help="particles: particles per trajectory (default 2000)")
+    p.add_argument("--steps", type=int, default=200, help="particles: stored frames per trajectory (default 200)")
+    p.add_argument("--dt", type=float, default=0.0025, help="particles: seconds between stored frames "
+                                                            "(default 0.0025)")
+    p.add_argument("--walls", help="particles: slip or sticky box walls (default: slip for fluid and elastic, "
+                                   "sticky for sand and plasticine)")
+    p.add_argument("--npz", action="store_true", help="particles: also write GNS train/valid/test.npz")
     p.set_defaults(func=_cmd_synth)
 
 
