@@ -14,6 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import BasePredictionWriter
 
 from geo3d.io.depth_png import write_depth_png
 from geo3d.metrics.depth import depth_metrics
@@ -61,14 +62,14 @@ class DepthCompletion(pl.LightningModule):
         grad_weight: weight of the multi-scale gradient-matching term.
         head_weight: weight of the direct supervision of the predicted gradients.
         max_depth: evaluation cap, metres (None: no cap).
-        predict_dir: where ``geo3d predict`` writes ``NNNNNN.png`` (depth) and ``NNNNNN_uncertainty.png`` (Laplace
-            standard deviation), both uint16 PNGs in metres x 256.
+
+    ``geo3d predict`` writes its outputs through :class:`DepthPredictionWriter` (a trainer callback).
     """
 
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
                  tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
-                 max_depth: float | None = 80.0, predict_dir: str = "out/depth/predict"):
+                 max_depth: float | None = 80.0):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
@@ -133,21 +134,38 @@ class DepthCompletion(pl.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Complete a batch and write ``predict_dir/<frame>_<pattern>.png`` and ``..._uncertainty.png``."""
+        """Complete a batch: ``{"depth", "uncertainty"}`` (B, 1, H, W) metres, with the batch's frame and pattern
+        names (see :class:`DepthPredictionWriter`)."""
         out = self(batch["image"], batch["sparse"])
-        folder = Path(self.hparams.predict_dir)
-        for i, frame in enumerate(batch["frame"]):
-            name = f"{frame}_{batch['pattern'][i].replace(':', '-')}"
-            write_depth_png(folder / f"{name}.png", DepthMap(out["depth"][i, 0].float().cpu()), scale=256.0)
-            write_depth_png(folder / f"{name}_uncertainty.png", DepthMap(uncertainty(out)[i, 0].float().cpu()),
-                            scale=256.0)
-        return {"depth": out["depth"].cpu(), "uncertainty": uncertainty(out).cpu()}
+        return {"depth": out["depth"].cpu(), "uncertainty": uncertainty(out).cpu(), "frame": batch["frame"],
+                "pattern": batch["pattern"]}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=0.05)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class DepthPredictionWriter(BasePredictionWriter):
+    """Writes ``geo3d predict`` outputs: ``output_dir/<frame>_<pattern>.png`` (depth) and
+    ``..._uncertainty.png`` (standard deviation), uint16 PNGs in metres x 256, atomically.
+
+    Args:
+        output_dir: the folder (created).
+    """
+
+    def __init__(self, output_dir: str = "out/depth/predict"):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction: dict, batch_indices, batch, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        for i, frame in enumerate(prediction["frame"]):
+            name = f"{frame}_{prediction['pattern'][i].replace(':', '-')}"
+            write_depth_png(self.output_dir / f"{name}.png", DepthMap(prediction["depth"][i, 0].float()), scale=256.0)
+            write_depth_png(self.output_dir / f"{name}_uncertainty.png",
+                            DepthMap(prediction["uncertainty"][i, 0].float()), scale=256.0)
 
 
 def uncertainty(out: dict) -> torch.Tensor:

@@ -188,13 +188,22 @@ def test_geo3d_complete_baselines_and_errors(tmp_path, capsys):
 
 def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", "--data.train_dir", str(frames / "train"),
-                 "--data.val_dir", str(frames / "val"), "--data.crop", "[64, 192]", "--data.batch_size", "2",
-                 "--data.num_workers", "0", "--data.val_frames", "1", "--model.base_channels", "4",
+    data = ["--data.train_dir", str(frames / "train"), "--data.val_dir", str(frames / "val"), "--data.crop",
+            "[64, 192]", "--data.batch_size", "2", "--data.num_workers", "0", "--data.val_frames", "1",
+            "--data.val_patterns", "[random:0.01, lidar:16]"]
+    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--model.base_channels", "4",
                  "--model.sparse_channels", "4", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                  "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)])
     assert code == 0
     ckpt = next(out.rglob("last.ckpt"))
+    predict = tmp_path / "predict"
+    assert main(["predict", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--ckpt_path", str(ckpt),
+                 "--model.base_channels", "4", "--model.sparse_channels", "4", "--trainer.logger", "false",
+                 "--trainer.callbacks", '[{"class_path": "pipelines.depth.module.DepthPredictionWriter", '
+                 f'"init_args": {{"output_dir": "{predict}"}}}}]']) == 0
+    written = sorted(p.name for p in predict.glob("*.png"))
+    assert len(written) == 4 and sum(name.endswith("_uncertainty.png") for name in written) == 2
+    assert any("lidar-16" in name for name in written)
     ids = sorted(p.stem for p in (frames / "val" / "image").glob("*.png"))
     rgb = frames / "val" / "image" / f"{ids[0]}.png"
     gt = frames / "val" / "groundtruth" / f"{ids[0]}.png"
