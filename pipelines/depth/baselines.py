@@ -124,11 +124,17 @@ def complete_nearest(sparse: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: wrong shape, negative / non-finite values, or an image with no valid (non-zero) sparse depth.
     """
-    x, single = _as_batch(sparse, "complete_nearest")
+    return _per_image_on_cpu(sparse, "complete_nearest", lambda depth: _nearest_numpy(depth, depth > 0))
+
+
+def _per_image_on_cpu(sparse: torch.Tensor, name: str, fill) -> torch.Tensor:
+    """Apply ``fill`` ((H, W) float32 numpy depth -> dense (H, W)) to each image on the CPU; same shape and device
+    as ``sparse`` (validated as in :func:`_as_batch`)."""
+    x, single = _as_batch(sparse, name)
     depth = x.cpu().numpy()
     out = np.empty_like(depth)
     for b in range(depth.shape[0]):
-        out[b, 0] = _nearest_numpy(depth[b, 0], depth[b, 0] > 0)
+        out[b, 0] = fill(depth[b, 0])
     return _restore(torch.from_numpy(out).to(x.device), single)
 
 
@@ -176,12 +182,7 @@ def complete_linear(sparse: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: wrong shape, negative / non-finite values, or an image with no valid (non-zero) sparse depth.
     """
-    x, single = _as_batch(sparse, "complete_linear")
-    depth = x.cpu().numpy()
-    out = np.empty_like(depth)
-    for b in range(depth.shape[0]):
-        out[b, 0] = _linear_numpy(depth[b, 0])
-    return _restore(torch.from_numpy(out).to(x.device), single)
+    return _per_image_on_cpu(sparse, "complete_linear", _linear_numpy)
 
 
 def _dilate_full(x: torch.Tensor, k: int) -> torch.Tensor:
