@@ -68,3 +68,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def claim_folder(claim: str | os.PathLike, meta: dict, foreign_data: bool, what: str) -> None:
+    """Record generation parameters in a folder's ``claim`` file, refusing a folder made with other ones.
+
+    Args:
+        claim: the claim file (JSON), e.g. ``OUT/.synth_depth.json``.
+        meta: the parameters (JSON types); a run with different ones is refused, so resumed outputs never mix.
+        foreign_data: the folder already holds outputs although it has no claim file.
+        what: the generator's name for the error, e.g. ``"geo3d synth depth"``.
+
+    Raises:
+        InputError: the claim differs, or the folder holds outputs another tool wrote.
+    """
+    import json
+
+    from geo3d.errors import InputError
+
+    path = Path(claim)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != meta:
+            raise InputError(path, f"this folder was generated with {old}, not {meta}: use another folder or "
+                                   "delete this one")
+        return
+    if foreign_data:
+        raise InputError(path.parent, f"holds data without {path.name} (not written by {what}): use an empty folder")
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")

@@ -58,7 +58,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from geo3d.errors import InputError
-from geo3d.io.atomic import atomic_path, atomic_write_text
+from geo3d.io.atomic import atomic_path, atomic_write_text, claim_folder
 from geo3d.io.depth_png import write_depth_png
 
 KINDS = ("indoor", "outdoor", "mixed")
@@ -744,17 +744,8 @@ def _frame_kind(seed: np.random.SeedSequence, kind: str) -> str:
 
 def _claim(out: Path, meta: dict) -> None:
     """Record the generation parameters in ``out``, refusing a folder made with other ones."""
-    path = out / _CLAIM
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != meta:
-            raise InputError(path, f"this folder was generated with {old}, not {meta}: use another folder or "
-                                   "delete this one")
-        return
-    if any((out / "groundtruth").glob("*.png")) or any((out / "image").glob("*.png")):
-        raise InputError(out, f"holds depth frames without {_CLAIM} (not written by geo3d synth depth): use an "
-                              "empty folder")
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    foreign = any((out / "groundtruth").glob("*.png")) or any((out / "image").glob("*.png"))
+    claim_folder(out / _CLAIM, meta, foreign, "geo3d synth depth")
 
 
 def _write_intrinsics(path: Path, K: np.ndarray) -> None:

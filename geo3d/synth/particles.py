@@ -73,7 +73,7 @@ import torch
 from tqdm import tqdm
 
 from geo3d.errors import InputError
-from geo3d.io.atomic import atomic_open, atomic_write_text
+from geo3d.io.atomic import atomic_open, claim_folder
 from geo3d.io.particles import SPLITS, write_gns_npz, write_lagrangebench
 from geo3d.synth.mpm import GRAVITY, MATERIALS, WALLS, Material, MPMSimulator
 from geo3d.types import ParticleTrajectory
@@ -348,19 +348,10 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _claim(out: Path, meta: dict[str, Any]) -> None:
+def _claim(out: Path, meta: dict) -> None:
     """Record the generation parameters in ``out``, refusing a folder made with other ones."""
-    path = out / _CLAIM
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != meta:
-            raise InputError(path, f"this folder was generated with {old}, not {meta}: use another folder or "
-                                   "delete this one")
-        return
-    if any((out / f"{split}.h5").exists() for split in SPLITS) or (out / "metadata.json").exists():
-        raise InputError(out, f"holds a particle dataset without {_CLAIM} (not written by geo3d synth particles): "
-                              "use an empty folder")
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    foreign = any((out / f"{split}.h5").exists() for split in SPLITS) or (out / "metadata.json").exists()
+    claim_folder(out / _CLAIM, meta, foreign, "geo3d synth particles")
 
 
 def _save_partial(path: Path, positions: np.ndarray, params: dict[str, Any]) -> None:
