@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from geo3d.errors import InputError
@@ -38,16 +39,87 @@ examples:
 """
 
 
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc")
+"""``--ckpt_path`` values that Lightning resolves itself (not files): checked by Lightning, not here."""
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of an error message's first line, at most ``limit`` characters."""
+    line = (text.strip().splitlines() or [""])[0].strip()
+    return line.split(". ")[0].rstrip(".")[:limit]
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Check a ``--ckpt_path`` file before Lightning loads it, so a bad one is a one-line error.
+
+    The file must exist and load as Lightning loads it first (``torch.load(weights_only=True)``, to read
+    the hyper-parameters; zip-format files memory-mapped here, so only the pickled structure is read, not
+    the tensor data) into a dict with a ``state_dict``, as every Lightning checkpoint has. Lightning's
+    keywords (:data:`CKPT_PATH_KEYWORDS`, ``registry...``) and URLs (``scheme://``) are left to Lightning.
+
+    Args:
+        path: the ``--ckpt_path`` value.
+
+    Raises:
+        InputError: the file is missing, is a folder, is not a readable torch checkpoint (truncated,
+            corrupt, another format), holds objects that ``weights_only=True`` refuses, or holds no
+            ``state_dict``.
+    """
+    text = str(path)
+    if text in CKPT_PATH_KEYWORDS or text.startswith("registry") or "://" in text:
+        return
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "checkpoint not found (--ckpt_path)")
+    if not path.is_file():
+        raise InputError(path, "is not a file (--ckpt_path expects a Lightning .ckpt checkpoint)")
+    import zipfile
+
+    import torch
+
+    mmap = zipfile.is_zipfile(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a corrupt, foreign or unsafe file
+        try:  # tell a corrupt file from a readable one with objects that weights_only=True refuses
+            torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+        except Exception as err_full:  # noqa: BLE001
+            reason = _first_sentence(str(err_full))
+            raise InputError(path, f"not a readable checkpoint ({type(err_full).__name__}"
+                                   f"{': ' + reason if reason else ''}); expected a .ckpt written by geo3d fit "
+                                   "(truncated or corrupt?)") from None
+        lines = str(err).strip().splitlines()
+        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+        raise InputError(path, "holds objects that torch.load(weights_only=True) refuses, and Lightning loads it "
+                               f"so: {_first_sentence(reason) or type(err).__name__}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        what = (f"a dict without 'state_dict' (keys: {', '.join(map(str, list(ckpt)[:5]))})"
+                if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}")
+        raise InputError(path, f"not a Lightning checkpoint: it holds {what}; expected a .ckpt written by geo3d fit")
+
+
 def run_lightning(args: list[str]) -> None:
-    """Run the Lightning CLI (``fit``/``validate``/``test``/``predict``) with ``args``."""
+    """Run the Lightning CLI (``fit``/``validate``/``test``/``predict``) with ``args``.
+
+    A ``ckpt_path`` (from the command line or a config file) is checked with :func:`check_checkpoint`
+    right after parsing, before Lightning reads it.
+    """
     from unittest import mock
 
     from pytorch_lightning.cli import LightningCLI
 
+    class GeoLightningCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path is not None:
+                check_checkpoint(ckpt_path)
+
     # Lightning reads sys.argv (and warns when given ``args`` beside a non-empty sys.argv), so the
     # arguments go in as the process's own, also when main() is called from Python.
     with mock.patch.object(sys, "argv", ["geo3d", *args]):
-        LightningCLI(
+        GeoLightningCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
@@ -57,7 +129,25 @@ def run_lightning(args: list[str]) -> None:
 
 # --- synth -------------------------------------------------------------------------------------------
 
+def _check_output_folder(path: Path) -> None:
+    """An output folder must be a folder or not exist yet, and its nearest existing parent must be a folder.
+
+    Raises:
+        InputError: ``path`` (or the parent it would be created in) is a file.
+    """
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if existing.is_dir():
+                return
+            if existing == path:
+                raise InputError(path, "exists and is not a folder (expected an output folder: a new path or an "
+                                       "existing folder)")
+            raise InputError(existing, f"is a file, so the output folder {path} cannot be created in it")
+
+
 def _cmd_synth(args: argparse.Namespace) -> None:
+    _check_output_folder(args.out)
     if args.kind == "shapes":
         from geo3d.synth.shapes import generate_shapes
 
@@ -174,6 +264,25 @@ def _cmd_view(args: argparse.Namespace) -> None:
             if value is not None]
     if used:
         raise InputError(None, f"{', '.join(used)}: only for depth maps; add --depth to read the files as depth maps")
+    from viewers.particles import PARTICLE_SUFFIXES, view_particles
+
+    particles = [path for path in args.files if path.suffix.lower() in PARTICLE_SUFFIXES]
+    if particles:
+        if len(args.files) > 1:
+            raise InputError(particles[0], "particle files are shown alone: give one file")
+        used = [f"--{name}" for name in ("boxes", "pred", "calib") if getattr(args, name) is not None]
+        if used:
+            raise InputError(particles[0], f"{', '.join(used)}: not used with particle files")
+        out = view_particles(particles[0], args.out, args.trajectory, args.baseline, args.color, args.width,
+                             args.height, args.max_frames, args.fps)
+        if out is not None:
+            print(f"wrote {out}")
+        return
+    used = [flag for flag, value in (("--trajectory", args.trajectory != 0), ("--baseline", args.baseline),
+                                     ("--color", args.color != "speed"), ("--max-frames", args.max_frames))
+            if value]
+    if used:
+        raise InputError(None, f"{', '.join(used)}: only for particle files (.h5 .hdf5 .npz)")
     from viewers.files import view_files
 
     out = view_files(args.files, boxes=args.boxes, calib=args.calib, pred=args.pred, out=args.out,
@@ -194,7 +303,9 @@ def _add_view(sub) -> None:
                     "metres = code / --depth-scale, or .npy (H, W) metres): they are back-projected with --K to a "
                     "3D point cloud coloured by --image (else by depth: near red, far blue); --out X.png writes a "
                     "colour-mapped panel X.png (the image above each depth map) and the cloud seen from the depth "
-                    "camera, pulled back a little, X_points.png.",
+                    "camera, pulled back a little, X_points.png. A particle file (a rollout written by geo3d "
+                    "predict, a LagrangeBench .h5 split or a GNS .npz) plays as an animation, ground truth beside "
+                    "prediction; --out X.gif renders it headless (X.png: the last frame).",
         epilog=textwrap.dedent("""\
             examples:
               geo3d view scan.ply mesh.obj
@@ -203,12 +314,15 @@ def _add_view(sub) -> None:
               geo3d view fox/transforms.json --out cameras.png
               geo3d view scene_3dgs.ply --gaussians ellipsoids --out splats.png
               geo3d view --depth gt_depth.png --image rgb.png --out depth.png   # depth.png + depth_points.png
-              geo3d view --depth completed.npy --K 721.5,721.5,609.6,172.9"""),
+              geo3d view --depth completed.npy --K 721.5,721.5,609.6,172.9
+              geo3d view out/simulation/giorom_elastic_tiny_cpu/rollouts/rollout_00000.h5 --out rollout.gif
+              geo3d view data/simulation/elastic_2d/test.h5 --trajectory 1 --color type"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path,
                    help="point clouds (.bin .ply .pcd .xyz), meshes (.ply .obj .off .stl .glb), "
-                        "3DGS splats (.ply), cameras (transforms.json); with --depth: depth maps (.png .npy)")
+                        "3DGS splats (.ply), cameras (transforms.json), particle rollouts and datasets "
+                        "(.h5 .hdf5 .npz, one file); with --depth: depth maps (.png .npy)")
     p.add_argument("--boxes", type=Path, help="KITTI label_2 file: ground-truth boxes (camera frame; needs --calib)")
     p.add_argument("--pred", type=Path, help="KITTI result file with scores: predicted boxes (needs --calib)")
     p.add_argument("--calib", type=Path, help="KITTI calib file for --boxes/--pred")
@@ -219,6 +333,16 @@ def _add_view(sub) -> None:
     p.add_argument("--height", type=int, help="PNG height in pixels (default 720; --depth: from the width)")
     p.add_argument("--gaussians", choices=["centres", "ellipsoids"], default="centres",
                    help="3DGS PLY files: draw each Gaussian's centre, or the largest as ellipsoids (default centres)")
+    particles = p.add_argument_group("particle trajectories and rollouts (.h5 .hdf5 .npz)")
+    particles.add_argument("--trajectory", type=int, default=0, metavar="I",
+                           help="dataset files: which trajectory to play (default 0)")
+    particles.add_argument("--baseline", action="store_true",
+                           help="rollout files: add the constant-velocity baseline as a third panel")
+    particles.add_argument("--color", choices=["speed", "type"], default="speed",
+                           help="colour particles by speed (one scale for all frames) or by type (default speed)")
+    particles.add_argument("--max-frames", type=int, metavar="N",
+                           help="show about N evenly spaced frames (default: 120 in a GIF, 400 in the window)")
+    particles.add_argument("--fps", type=float, default=20.0, help="GIF frames per second (default 20)")
     depth = p.add_argument_group("depth maps")
     depth.add_argument("--depth", action="store_true",
                        help="the files are depth maps: 16-bit PNGs (code / --depth-scale = metres, 0 = missing) or "
@@ -419,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` for the plain subcommands: ``geo3d: warning: <message>``, one line per
+    warning without the source location (the messages name the file they are about)."""
+    return f"geo3d: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geo3d`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -431,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        args.func(args)
+        default_format, warnings.formatwarning = warnings.formatwarning, _format_warning
+        try:
+            args.func(args)
+        finally:
+            warnings.formatwarning = default_format
         return 0
     except (InputError, FileNotFoundError, ValueError) as err:
         if os.environ.get("GEO3D_DEBUG"):

@@ -14,6 +14,8 @@ Stages (each timed, each adds metrics and pictures to ``OUT/report.md`` and ``OU
    with point-to-mesh metrics, and the real 7-Scenes frames fused at 1 cm and rendered.
 7. ``depth``: synthetic depth-completion frames, a one-minute training run of the depth network, the baselines
    (nearest, linear, IP-Basic) beside it on held-out frames, and the real KITTI frame completed and pictured.
+8. ``simulation``: an MPM particle dataset, a short training run of the GIOROM reduced-order model, a held-out
+   rollout against the constant-velocity baseline, and a GIF of ground truth beside prediction.
 
 ``--stages NAME...`` runs a chosen few (in this order).
 """
@@ -32,7 +34,7 @@ import torch
 from geo3d.io.atomic import atomic_write_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface", "depth")
+STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface", "depth", "simulation")
 
 
 class Report:
@@ -240,6 +242,14 @@ def stage_depth(out: Path, report: Report) -> None:
     report.add("depth", result["text"], result["metrics"], result["images"])
 
 
+def stage_simulation(out: Path, report: Report) -> None:
+    """The simulation stage: MPM data, a short GIOROM training run, a held-out rollout, its GIF."""
+    from pipelines.simulation.demo import run_simulation_demo
+
+    result = run_simulation_demo(out / "simulation")
+    report.add("simulation", result["text"], result["metrics"], result["images"])
+
+
 def run_demo(
     out: str | Path = "out/demo", detection_minutes: float | None = None, stages: list[str] | None = None
 ) -> Path:
@@ -259,6 +269,7 @@ def run_demo(
         "splatting": lambda: stage_splatting(out, report),
         "surface": lambda: stage_surface(out, report),
         "depth": lambda: stage_depth(out, report),
+        "simulation": lambda: stage_simulation(out, report),
     }
     for name in STAGES:
         if name not in chosen:

@@ -181,7 +181,7 @@ def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class TrajectoryDataset(Dataset):
     """Whole trajectories: item ``i`` is ``{"positions": (T, N, D) float32 metres, "particle_types": (N,) int64,
-    "bounds": (D, 2) float32, "trajectory": i}``."""
+    "bounds": (D, 2) float32, "dt": seconds between frames, "trajectory": i}``."""
 
     def __init__(self, trajectories: list[ParticleTrajectory]):
         self.trajectories = trajectories
@@ -191,7 +191,8 @@ class TrajectoryDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         t = self.trajectories[index]
-        return {"positions": t.positions, "particle_types": t.particle_types, "bounds": t.bounds, "trajectory": index}
+        return {"positions": t.positions, "particle_types": t.particle_types, "bounds": t.bounds, "dt": t.dt,
+                "trajectory": index}
 
 
 def collate_trajectory(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -208,6 +208,25 @@ def velocity_features(history: torch.Tensor, normalizer: Normalizer) -> torch.Te
     return v.permute(1, 0, 2).reshape(history.shape[1], -1)
 
 
+def node_features(history: torch.Tensor, type_features: torch.Tensor, bounds: torch.Tensor, radius: float,
+                  normalizer: Normalizer) -> torch.Tensor:
+    """GNS node features: standardised velocities, wall distances and the particle-type features, concatenated.
+
+    Args:
+        history: (H, N, D) positions, metres.
+        type_features: (N, E) e.g. the particle-type embedding.
+        bounds: (D, 2) ``[min, max]`` metres, or (N, D, 2) per particle.
+        radius: metres, the unit of the wall distances.
+        normalizer: velocity statistics.
+
+    Returns:
+        (N, (H-1) D + 2 D + E): :func:`velocity_features`, :func:`boundary_features`, ``type_features``.
+    """
+    position = history[-1]
+    return torch.cat([velocity_features(history, normalizer), boundary_features(position, bounds, radius),
+                      type_features.to(position.dtype)], dim=-1)
+
+
 def edge_features(position: torch.Tensor, edge_index: torch.Tensor, radius: float) -> torch.Tensor:
     """GNS edge features: relative displacement and distance, in connectivity radii.
 

@@ -65,11 +65,10 @@ from pipelines.simulation.features import (
     HISTORY,
     KINEMATIC_TYPE,
     Normalizer,
-    boundary_features,
     edge_features,
     next_position,
+    node_features,
     velocities,
-    velocity_features,
 )
 from pipelines.simulation.gns import GNSModule, particle_bounds
 from pipelines.simulation.layers import MLP, EncodeProcessDecode
@@ -292,11 +291,8 @@ class GIOROM(nn.Module):
             type embedding, and with ``acceleration_features`` the standardised past accelerations ((H-2) D).
         """
         position = history[-1]
-        parts = [
-            velocity_features(history, self.normalizer),
-            boundary_features(position, particle_bounds(bounds, batch, position.shape[0]), radius),
-            self.type_embedding(particle_types.to(position.device)).to(position.dtype),
-        ]
+        parts = [node_features(history, self.type_embedding(particle_types.to(position.device)),
+                               particle_bounds(bounds, batch, position.shape[0]), radius, self.normalizer)]
         if self.use_acceleration_features:
             parts.append(acceleration_features(history, self.normalizer))
         return torch.cat(parts, dim=-1)

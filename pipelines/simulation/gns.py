@@ -36,10 +36,9 @@ from pipelines.simulation.features import (
     HISTORY,
     KINEMATIC_TYPE,
     Normalizer,
-    boundary_features,
     edge_features,
     next_position,
-    velocity_features,
+    node_features,
 )
 from pipelines.simulation.layers import EncodeProcessDecode
 from pipelines.simulation.rollout import RolloutError, constant_velocity_step, rollout
@@ -119,11 +118,8 @@ class GNS(nn.Module):
         position = history[-1]
         edge_index = radius_graph(position.detach(), radius, max_neighbors=self.max_neighbors, batch=batch,
                                   loop=True)
-        nodes = torch.cat([
-            velocity_features(history, self.normalizer),
-            boundary_features(position, particle_bounds(bounds, batch, n), radius),
-            self.type_embedding(particle_types.to(position.device)).to(position.dtype),
-        ], dim=-1)
+        nodes = node_features(history, self.type_embedding(particle_types.to(position.device)),
+                              particle_bounds(bounds, batch, n), radius, self.normalizer)
         return nodes, edge_index, edge_features(position, edge_index, radius)
 
     def forward(self, history: torch.Tensor, particle_types: torch.Tensor, bounds: torch.Tensor,
@@ -282,10 +278,16 @@ class GNSModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.hparams.test_rollout_steps)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Full rollout of a test trajectory: ``{"pred", "baseline", "true"}`` (S, N, D) metres, on the CPU."""
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Full rollout of a test trajectory, on the CPU: ``{"pred", "baseline", "true"}`` (S, N, D) metres, the
+        input ``"history"`` (H, N, D) metres, ``"particle_types"`` (N,), ``"bounds"`` (D, 2) metres, ``"dt"``
+        seconds (None when the batch has none), ``"trajectory"`` its index and ``"model"`` the class name."""
         pred, baseline, true = self.rollout_trajectory(batch, self.hparams.test_rollout_steps)
-        return {"pred": pred.cpu(), "baseline": baseline.cpu(), "true": true.cpu()}
+        return {"pred": pred.cpu(), "baseline": baseline.cpu(), "true": true.cpu(),
+                "history": batch["positions"][: self.model.history].cpu(),
+                "particle_types": batch["particle_types"].cpu(), "bounds": batch["bounds"].cpu(),
+                "dt": batch.get("dt"), "trajectory": batch.get("trajectory", batch_idx),
+                "model": type(self.model).__name__}
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
