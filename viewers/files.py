@@ -140,7 +140,11 @@ def _add_labels(scene: Scene, label_path: PathLike, calib_path: PathLike | None,
         raise InputError(calib_path, "file not found")
     objects = [o for o in read_label(label_path) if o.type != "DontCare"]
     classes = tuple(dict.fromkeys(o.type for o in objects))
-    boxes = objects_to_boxes_lidar(objects, read_calib(calib_path), classes)
+    calib = read_calib(calib_path)
+    try:
+        boxes = objects_to_boxes_lidar(objects, calib, classes)
+    except ValueError as err:  # e.g. a size <= 0: name the file, not only the Boxes3D field
+        raise InputError(label_path, f"{err} (with calib {calib_path})") from None
     if what == "predictions":
         scene.add_boxes(boxes, PREDICTION, f"prediction ({len(boxes)})")
     else:

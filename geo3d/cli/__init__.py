@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import textwrap
 import warnings
@@ -549,6 +550,24 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"geo3d: warning: {message}\n"
 
 
+_INPUT_ERRORS = ("InputError", "FileNotFoundError", "ValueError")
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def _worker_error(err: BaseException) -> str | None:
+    """The one-line message of an input error raised in a DataLoader worker, else None.
+
+    PyTorch re-raises a worker's exception in the main process as ``RuntimeError`` (or the same type when
+    it can be built from one string) whose message is ``Caught InputError in DataLoader worker process 0.``
+    followed by the worker's traceback; its last line is ``geo3d.errors.InputError: <file>: <problem>``.
+    """
+    match = _WORKER_ERROR.match(str(err))
+    if match is None or match.group(1) not in _INPUT_ERRORS:
+        return None
+    last = str(err).rstrip().splitlines()[-1]
+    return re.sub(r"^[\w.]*(" + "|".join(_INPUT_ERRORS) + r"): ", "", last)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geo3d`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -567,13 +586,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             warnings.formatwarning = default_format
         return 0
-    except (InputError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("GEO3D_DEBUG"):
+    except (InputError, FileNotFoundError, ValueError, RuntimeError) as err:
+        worker_error = _worker_error(err)
+        if os.environ.get("GEO3D_DEBUG") or (isinstance(err, RuntimeError) and worker_error is None):
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, FileNotFoundError) and err.filename:
             message = f"{err.filename}: file not found"
-        print(f"geo3d: error: {message}", file=sys.stderr)
+        print(f"geo3d: error: {worker_error or message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geo3d: interrupted", file=sys.stderr)

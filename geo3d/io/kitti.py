@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,10 @@ _CALIB_KEYS = {
 _CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
                  "Tr_velo_to_cam": (3, 4), "Tr_imu_to_velo": (3, 4)}
 _REQUIRED_CALIB = ("P0", "P1", "P2", "P3", "R0_rect", "Tr_velo_to_cam")
+MAX_LIDAR_RANGE_M = 1000.0
+"""Points of a velodyne scan farther than this from the sensor (metres) are dropped with a warning by
+:func:`read_velodyne`. KITTI's HDL-64E sees to about 120 m and long-range automotive LiDARs to 250-500 m;
+1 km leaves room for any real sensor while catching scans in other units and corrupt values."""
 # Corners closer than this to the camera plane are not projected (metres, rectified z).
 _NEAR = 0.1
 _BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
@@ -95,7 +100,8 @@ def read_label(path: str | os.PathLike) -> list[KittiObject]:
         One :class:`KittiObject` per line, in file order.
 
     Raises:
-        InputError: a line without 15 or 16 columns, or a column that is not a number.
+        InputError: a line without 15 or 16 columns, or a column that is not a finite number (``nan``,
+            ``inf``).
     """
     objects = []
     for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
@@ -107,9 +113,12 @@ def read_label(path: str | os.PathLike) -> list[KittiObject]:
         values = []
         for name, text in zip(LABEL_COLUMNS[1:], parts[1:]):
             try:
-                values.append(float(text))
+                value = float(text)
             except ValueError:
                 raise InputError(path, f"line {lineno}: column {name!r} is not a number: {text!r}") from None
+            if not math.isfinite(value):
+                raise InputError(path, f"line {lineno}: column {name!r} is not a finite number: {text!r}")
+            values.append(value)
         objects.append(KittiObject(
             type=parts[0], truncated=values[0], occluded=int(values[1]), alpha=values[2],
             bbox=tuple(values[3:7]), dimensions=tuple(values[7:10]), location=tuple(values[10:13]),
@@ -143,23 +152,45 @@ def write_label(path: str | os.PathLike, objects: list[KittiObject]) -> None:
 
 # --------------------------------------------------------------------------------------------- velodyne
 
-def read_velodyne(path: str | os.PathLike) -> np.ndarray:
+def read_velodyne(path: str | os.PathLike, max_range: float = MAX_LIDAR_RANGE_M) -> np.ndarray:
     """Read a KITTI velodyne scan.
+
+    Points farther than ``max_range`` from the sensor are dropped with a warning naming the file and
+    how many (a scan in other units, or corrupt values such as +-1e30); a scan whose points all lie that
+    far, or that holds NaN or infinite values, is refused.
 
     Args:
         path: the ``.bin`` file (float32 N x 4, little-endian).
+        max_range: metres; points whose distance from the sensor (the LiDAR frame's origin) exceeds it
+            are dropped (default :data:`MAX_LIDAR_RANGE_M`, 1 km). ``math.inf`` keeps every point.
 
     Returns:
-        (N, 4) float32 ``x, y, z`` metres in the LiDAR frame and reflectance in [0, 1].
+        (M, 4) float32 ``x, y, z`` metres in the LiDAR frame and reflectance in [0, 1], M <= N.
 
     Raises:
-        InputError: the file size is not a multiple of 16 bytes (truncated, or not N x 4 float32).
+        InputError: the file size is not a multiple of 16 bytes (truncated, or not N x 4 float32), a value
+            is NaN or infinite, or every point lies beyond ``max_range``.
     """
     size = os.path.getsize(path)
     if size % 16:
         raise InputError(path, f"truncated or not a KITTI scan: {size} bytes is not a multiple of 16 "
                                "(expected N x 4 float32: x, y, z, reflectance)")
-    return np.fromfile(path, dtype="<f4").reshape(-1, 4)
+    points = np.fromfile(path, dtype="<f4").reshape(-1, 4)
+    finite = np.isfinite(points).all(1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InputError(path, f"{len(bad)} of {len(points)} points hold NaN or infinite values (first: point "
+                               f"{bad[0]}, {_fmt(points[bad[0]])}); expected finite x, y, z, reflectance")
+    far = np.linalg.norm(points[:, :3].astype(np.float64), axis=1) > max_range
+    n_far = int(far.sum())
+    if n_far and n_far == len(points):
+        raise InputError(path, f"all {n_far} points lie farther than {max_range:g} m from the sensor (e.g. "
+                               f"{_fmt(points[0, :3])}): not a LiDAR scan in metres")
+    if n_far:
+        warnings.warn(f"{path}: dropped {n_far} of {len(points)} points farther than {max_range:g} m from the "
+                      "sensor (not LiDAR returns in metres)", stacklevel=2)
+        points = points[~far]
+    return points
 
 
 def write_velodyne(path: str | os.PathLike, points: np.ndarray) -> None:
@@ -270,7 +301,7 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
         The :class:`KittiCalib`.
 
     Raises:
-        InputError: a missing key (P0-P3, R0_rect, Tr_velo_to_cam), a value that is not a number, or a
+        InputError: a missing key (P0-P3, R0_rect, Tr_velo_to_cam), a value that is not a finite number, or a
             matrix with the wrong number of values.
     """
     found: dict[str, np.ndarray] = {}
@@ -286,6 +317,8 @@ def read_calib(path: str | os.PathLike) -> KittiCalib:
             values = np.array([float(v) for v in rest.split()], dtype=np.float64)
         except ValueError:
             raise InputError(path, f"line {lineno}: {key.strip()} has a value that is not a number") from None
+        if not np.isfinite(values).all():
+            raise InputError(path, f"line {lineno}: {key.strip()} has a value that is not finite (nan or inf)")
         shape = _CALIB_SHAPES[field]
         if values.size != shape[0] * shape[1]:
             raise InputError(path, f"line {lineno}: {key.strip()} expected {shape[0] * shape[1]} values "
@@ -520,6 +553,11 @@ def read_frame(root: str | os.PathLike, frame_id: str | int, split_dir: str = "t
 def _wrap(angle: np.ndarray) -> np.ndarray:
     """Wrap radians into [-pi, pi)."""
     return angle - np.floor(angle / (2 * math.pi) + 0.5) * 2 * math.pi
+
+
+def _fmt(values: np.ndarray) -> str:
+    """A short ``[x, y, z]`` text of a few numbers for messages (``%g``)."""
+    return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
 
 
 def _as_points(points, name: str) -> np.ndarray:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from geo3d.cli import main
+from geo3d.io.kitti import KittiCalib, write_calib, write_velodyne
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -91,3 +94,161 @@ def test_console_script_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
+
+
+# ---------------------------------------------------------------------- malformed input (issue 11), as a user runs it
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_CONFIGS = {  # one tiny config per pipeline that trains with the Lightning CLI
+    "detection": "configs/detection/second_tiny_cpu.yaml",
+    "depth": "configs/depth/omni_tiny_cpu.yaml",
+    "splatting": "configs/splatting/object_4view_cpu.yaml",
+    "surface": "configs/surface/unet_tiny_cpu.yaml",
+    "simulation": "configs/simulation/gns_elastic_tiny_cpu.yaml",
+}
+# An ideal rig: rectified camera = LiDAR axes permuted (x_cam = -y, y_cam = -z, z_cam = x).
+CALIB = KittiCalib(P0=np.eye(3, 4), P1=np.eye(3, 4), P3=np.eye(3, 4),
+                   P2=[[700.0, 0, 620, 0], [0, 700.0, 187, 0], [0, 0, 1, 0]], R0_rect=np.eye(3),
+                   Tr_velo_to_cam=[[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
+
+
+def geo3d(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``geo3d`` console script (``python -m geo3d.cli``) in a child process, as a user does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("GEO3D_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "geo3d.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, code: int, path: Path, *words: str) -> str:
+    """Exit ``code``, stderr one ``geo3d: error|warning:`` line naming ``path`` and ``words``, no traceback."""
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geo3d: error: " if code else "geo3d: warning: "), proc.stderr
+    for word in (str(path), *words):
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def _scan(rng_seed: int = 0, n: int = 2000) -> np.ndarray:
+    """(n, 4) float32 points 5-40 m ahead of the sensor, reflectance in [0, 1]."""
+    rng = np.random.default_rng(rng_seed)
+    return np.column_stack([rng.uniform(5, 40, n), rng.uniform(-10, 10, n), rng.uniform(-1.7, 1, n),
+                            rng.uniform(0, 1, n)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_scan_with_nan_or_inf_is_one_line_naming_the_file(tmp_path, value):
+    points = _scan()
+    points[[10, 20, 30], 1] = float(value)
+    scan = tmp_path / "velodyne" / "000000.bin"
+    scan.parent.mkdir()
+    write_velodyne(scan, points)
+    proc = geo3d("view", scan, "--out", tmp_path / "x.png")
+    assert_one_line(proc, 2, scan, "3 of 2000 points hold NaN or infinite values")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_label_with_nan_dimensions_is_one_line_naming_the_file(tmp_path):
+    scan, calib, label = tmp_path / "000000.bin", tmp_path / "calib.txt", tmp_path / "label.txt"
+    write_velodyne(scan, _scan())
+    write_calib(calib, CALIB)
+    label.write_text("Car 0.00 0 -1.57 500.00 150.00 700.00 250.00 1.50 1.60 3.90 0.00 1.70 20.00 0.00\n"
+                     "Car 0.00 0 -1.57 500.00 150.00 700.00 250.00 nan nan nan 2.00 1.70 30.00 0.00\n")
+    proc = geo3d("view", scan, "--boxes", label, "--calib", calib, "--out", tmp_path / "x.png")
+    assert_one_line(proc, 2, label, "line 2", "column 'h' is not a finite number: 'nan'")
+
+
+def test_scan_with_points_kilometres_away_warns_or_fails_naming_the_file(tmp_path):
+    points = _scan()
+    points[:50, :3] = 1e30
+    points[50:100, :3] = -1e30
+    scan = tmp_path / "far.bin"
+    write_velodyne(scan, points)
+    proc = geo3d("view", scan, "--out", tmp_path / "x.png")
+    assert_one_line(proc, 0, scan, "dropped 100 of 2000 points farther than 1000 m")
+    assert (tmp_path / "x.png").is_file() and f"wrote {tmp_path / 'x.png'}" in proc.stdout
+
+    write_velodyne(scan, np.where(np.arange(2000)[:, None] % 2, 1e30, -1e30).repeat(4, 1).astype(np.float32))
+    proc = geo3d("view", scan, "--out", tmp_path / "y.png")
+    assert_one_line(proc, 2, scan, "all 2000 points lie farther than 1000 m from the sensor")
+    assert not (tmp_path / "y.png").exists()
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Checkpoint files Lightning cannot use, with the words their one-line error must hold."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    garbage = folder / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint\n" * 64)
+    whole = folder / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "epoch": 3}, whole)
+    truncated = folder / "truncated.ckpt"
+    truncated.write_bytes(whole.read_bytes()[:2000])
+    weights = folder / "tensor.ckpt"
+    torch.save(torch.zeros(3), weights)
+    return {
+        "garbage": (garbage, "not a readable checkpoint"),
+        "truncated": (truncated, "not a readable checkpoint"),
+        "not lightning": (weights, "not a Lightning checkpoint"),
+        "missing": (folder / "missing.ckpt", "checkpoint not found"),
+    }
+
+
+@pytest.mark.parametrize("subcommand,pipeline", [("predict", p) for p in PIPELINE_CONFIGS]
+                         + [(s, "detection") for s in ("fit", "validate", "test")])
+def test_bad_checkpoint_is_one_line_for_every_pipeline(capsys, bad_checkpoints, subcommand, pipeline):
+    for path, words in bad_checkpoints.values():
+        code, _, err = run_cli(capsys, subcommand, "--config", REPO / PIPELINE_CONFIGS[pipeline], "--ckpt_path", path)
+        assert code == 2, err
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"geo3d: error: {path}: ") and words in lines[0], err
+
+
+def test_corrupt_checkpoint_console_script_is_one_line(bad_checkpoints):
+    path, words = bad_checkpoints["truncated"]
+    proc = geo3d("predict", "--config", PIPELINE_CONFIGS["detection"], "--ckpt_path", path)
+    assert_one_line(proc, 2, path, words, "PytorchStreamReader failed reading zip archive")
+
+
+def test_predict_on_a_nan_scan_names_the_file_from_the_loader_worker(tmp_path):
+    """The scan is read in a DataLoader worker, which re-raises the InputError as a RuntimeError."""
+    training = tmp_path / "kitti" / "training"
+    for folder in ("velodyne", "calib"):
+        (training / folder).mkdir(parents=True)
+    points = _scan()
+    points[5, 0] = np.nan
+    scan = training / "velodyne" / "000000.bin"
+    write_velodyne(scan, points)
+    write_calib(training / "calib" / "000000.txt", CALIB)
+    proc = geo3d("predict", "--config", PIPELINE_CONFIGS["detection"], "--data.data_dir", tmp_path / "kitti",
+                 "--data.predict_split", "all", "--data.num_workers", "1", "--trainer.logger", "false",
+                 "--trainer.default_root_dir", tmp_path / "out", "--trainer.callbacks", "[]")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("geo3d: error: ")]
+    assert line == f"geo3d: error: {scan}: 1 of 2000 points hold NaN or infinite values (first: point 5, " \
+                   f"[nan, {points[5, 1]:g}, {points[5, 2]:g}, {points[5, 3]:g}]); expected finite x, y, z, reflectance"
+
+
+@pytest.mark.parametrize("kind", ["shapes", "kitti", "nerf", "rgbd", "depth", "particles"])
+def test_synth_into_an_existing_file_is_one_line(tmp_path, capsys, kind):
+    existing = tmp_path / "out"
+    existing.write_text("keep me\n")
+    code, _, err = run_cli(capsys, "synth", kind, existing)
+    assert code == 2 and err == f"geo3d: error: {existing}: exists and is not a folder (expected an output " \
+                                 "folder: a new path or an existing folder)\n"
+    code, _, err = run_cli(capsys, "synth", kind, existing / "sub")
+    assert code == 2 and err == f"geo3d: error: {existing}: is a file, so the output folder {existing / 'sub'} " \
+                                "cannot be created in it\n"
+    assert existing.read_text() == "keep me\n"
+
+
+def test_synth_shapes_into_an_existing_file_console_script(tmp_path):
+    existing = tmp_path / "out.ply"
+    existing.write_text("keep me\n")
+    assert_one_line(geo3d("synth", "shapes", existing), 2, existing, "exists and is not a folder")
+    assert existing.read_text() == "keep me\n"

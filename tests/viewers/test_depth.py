@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -353,31 +352,6 @@ def test_bad_depth_input_is_one_line_naming_the_file(tmp_path, capsys, monkeypat
 
 
 # ------------------------------------------------------------------------------------- interactive window
-
-@pytest.fixture(scope="module")
-def xvfb():
-    """A virtual X display (``Xvfb``, which picks a free display number); skips when Xvfb is absent."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if not render.headless_available():
-        pytest.skip("Open3D cannot render here (no Vulkan or EGL driver): no window either")
-    from PIL import features
-
-    if not features.check("xcb"):
-        pytest.skip("Pillow was built without XCB: cannot take a screenshot")
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                              pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        number = f.readline().strip()
-    if not number:
-        server.kill()
-        pytest.skip("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(10)
-
 
 def test_window_shows_the_depth_points_and_closes_cleanly(plane_files, xvfb):
     from PIL import ImageGrab

@@ -146,32 +146,59 @@ def test_display_opens_a_window(monkeypatch, mesh_files):
     assert isinstance(scene, Scene) and title == "mesh.ply: 320 faces" and (width, height, view) == (640, 480, "front")
 
 
-def test_show_passes_geometry_materials_camera_and_labels(monkeypatch):
+def test_populate_passes_geometry_materials_camera_and_coloured_labels(monkeypatch):
+    """The window's set-up, on stand-ins for Open3D's SceneWidget (the real one is in test_window.py)."""
     scene = Scene()
     scene.add_points(PointCloud(torch.rand(50, 3)), point_size=4)
     scene.add_mesh(Mesh.from_trimesh(trimesh.creation.box()))
     scene.add_boxes(Boxes3D(torch.tensor([[0.0, 0, 0, 1, 1, 1, 0]]), torch.tensor([0]), class_names=("Car",)),
                     "green", "ground truth")
-    seen = {}
-    monkeypatch.setattr(window, "has_display", lambda: True)
-    monkeypatch.setattr(window.o3d.visualization, "draw", lambda geoms, **kw: seen.update(geoms=geoms, **kw))
-    window.show(scene, "demo")
-    shaders = [(g["name"], g["material"].shader) for g in seen["geoms"]]
-    assert shaders == [("points_0", "defaultUnlit"), ("mesh_0", "defaultLit"), ("boxes_0", "unlitLine")]
-    assert seen["geoms"][0]["material"].point_size == 4
-    assert seen["title"] == "demo  |  ground truth"
-    np.testing.assert_allclose(seen["eye"], render.frame_camera(scene, "auto", 1280 / 720).eye)
+    seen = {"geoms": [], "labels": []}
 
-    class FakeWindow:
-        labels = []
+    class FakeCamera:
+        def set_projection(self, fov, aspect, near, far, fov_type):
+            seen["projection"] = (fov, aspect, near, far)
+
+    class FakeO3DScene:
+        bounding_box = "bbox"
+        camera = FakeCamera()
+
+        def set_background(self, rgba):
+            seen["background"] = rgba
+
+        def show_skybox(self, show):
+            seen["skybox"] = show
+
+        def set_lighting(self, profile, sun):
+            seen["sun"] = sun
+
+        def add_geometry(self, name, geometry, material):
+            seen["geoms"].append((name, material))
+
+    class FakeWidget:
+        scene = FakeO3DScene()
+
+        def setup_camera(self, fov, bounds, centre):
+            seen["setup"] = (fov, bounds, centre)
+
+        def look_at(self, target, eye, up):
+            seen["look_at"] = (target, eye, up)
 
         def add_3d_label(self, position, text):
-            self.labels.append(types.SimpleNamespace(position=position, text=text, color=None))
-            return self.labels[-1]
+            seen["labels"].append(types.SimpleNamespace(position=position, text=text, color=None))
+            return seen["labels"][-1]
 
-    seen["on_init"](FakeWindow())
-    (label,) = FakeWindow.labels
-    assert label.text == "Car"
+    camera = render.frame_camera(scene, "auto", 1280 / 720)
+    labels = window.populate(FakeWidget(), scene, camera, 1280 / 720)
+    shaders = [(name, mat.shader) for name, mat in seen["geoms"]]
+    assert shaders == [("points_0", "defaultUnlit"), ("mesh_0", "defaultLit"), ("boxes_0", "unlitLine")]
+    assert seen["geoms"][0][1].point_size == 4
+    assert seen["skybox"] is False
+    np.testing.assert_allclose(seen["look_at"][1], camera.eye, rtol=1e-6)
+    np.testing.assert_allclose(seen["setup"][2], camera.target, rtol=1e-6)
+    assert seen["projection"] == pytest.approx((camera.fov_deg, 1280 / 720, camera.near, camera.far))
+    (label,) = labels
+    assert label is seen["labels"][0] and label.text == "Car"
     np.testing.assert_allclose(label.position, [0.0, 0.0, 0.5])
     assert (label.color.red, label.color.green, label.color.blue) == (0.0, 1.0, 0.0)
     monkeypatch.setattr(window, "has_display", lambda: False)

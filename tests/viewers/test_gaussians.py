@@ -7,7 +7,6 @@ each must lie at Mahalanobis distance 2. Headless images are small; the window t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -137,31 +136,6 @@ def test_view_gaussians_headless_png(splat_file, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- interactive window
-
-@pytest.fixture(scope="module")
-def xvfb():
-    """A virtual X display (``Xvfb``, which picks a free display number); skips when Xvfb is absent."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if not render.headless_available():
-        pytest.skip("Open3D cannot render here (no Vulkan or EGL driver): no window either")
-    from PIL import features
-
-    if not features.check("xcb"):
-        pytest.skip("Pillow was built without XCB: cannot take a screenshot")
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                              pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        number = f.readline().strip()
-    if not number:
-        server.kill()
-        pytest.skip("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(10)
-
 
 def test_window_shows_the_gaussians_and_closes_cleanly(splat_file, xvfb):
     from PIL import ImageGrab

@@ -10,6 +10,7 @@ import torch
 
 from geo3d.errors import InputError
 from geo3d.io.kitti import (
+    MAX_LIDAR_RANGE_M,
     KittiCalib,
     KittiObject,
     boxes_lidar_to_objects,
@@ -89,6 +90,14 @@ def test_read_label_not_a_number(tmp_path):
         read_label(path)
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_read_label_not_finite(tmp_path, text):
+    path = tmp_path / "bad.txt"
+    path.write_text(f"Car 0 0 0 1 2 3 4 {text} {text} 3.9 1 2 3 0\n")
+    with pytest.raises(InputError, match=rf"bad.txt: line 1: column 'h' is not a finite number: '{text}'"):
+        read_label(path)
+
+
 # --------------------------------------------------------------------------------------------- velodyne
 
 def test_velodyne_round_trip_and_truncation(tmp_path):
@@ -102,6 +111,32 @@ def test_velodyne_round_trip_and_truncation(tmp_path):
         read_velodyne(path)
     with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
         write_velodyne(path, points[:, :3])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_read_velodyne_refuses_nan_and_inf_naming_the_file(tmp_path, value):
+    points = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    points[[7, 42], 2] = value
+    path = tmp_path / "000000.bin"
+    write_velodyne(path, points)
+    with pytest.raises(InputError, match=r"000000.bin: 2 of 100 points hold NaN or infinite values \(first: point 7"):
+        read_velodyne(path)
+
+
+def test_read_velodyne_drops_far_points_with_a_warning(tmp_path):
+    points = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    points[:3, :3] = [[1e30, 1e30, 1e30], [-1e30, 0, 0], [0, 0, 1001.0]]  # beyond the 1 km limit
+    points[3, :3] = [999.0, 0, 0]  # inside it
+    path = tmp_path / "000000.bin"
+    write_velodyne(path, points)
+    assert MAX_LIDAR_RANGE_M == 1000.0
+    with pytest.warns(UserWarning, match=r"000000.bin: dropped 3 of 100 points farther than 1000 m"):
+        kept = read_velodyne(path)
+    np.testing.assert_array_equal(kept, points[3:])
+    np.testing.assert_array_equal(read_velodyne(path, max_range=math.inf), points)
+    write_velodyne(path, np.full((5, 4), -1e30, np.float32))
+    with pytest.raises(InputError, match=r"000000.bin: all 5 points lie farther than 1000 m from the sensor"):
+        read_velodyne(path)
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -130,6 +165,9 @@ def test_calib_key_variants_and_errors(tmp_path):
         read_calib(path)
     path.write_text(f"P0: {p}\nP1: {p}\nP2: 1 2 3\n")
     with pytest.raises(InputError, match=r"line 3: P2 expected 12 values \(3 x 4\), got 3"):
+        read_calib(path)
+    path.write_text(f"P0: {p}\nP1: {p}\nP2: nan {' '.join(['1'] * 11)}\n")
+    with pytest.raises(InputError, match=r"tracking.txt: line 3: P2 has a value that is not finite"):
         read_calib(path)
 
 
