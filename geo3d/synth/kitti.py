@@ -2,23 +2,33 @@
 
 What is simulated:
 
-- **Scene**: a flat ground plane at z = -1.73 m in the LiDAR frame (the sensor 1.73 m above ground, as
-  KITTI); a straight street with a random heading (+-0.3 rad), building blocks and low walls along both
-  sides (with gaps), trees (trunk + ellipsoid crown) and poles (some with signs) on the pavements. None
-  of the clutter is labelled.
-- **Objects**: Car (3-15 per frame), Van (0-2), Cyclist (0-2) and Pedestrian (0-4) as low-poly meshes
-  (:mod:`geo3d.synth.shapes_kitti`: a car is a body on wheels with a narrower tapered cabin, a van a tall
-  box with a short bonnet, a pedestrian legs in a stride + torso + arms + head, a cyclist a thin rider
-  on a two-wheeled bike). Sizes are drawn around KITTI's class means; most vehicles are in the camera
-  view (x in [4, 50] m), aligned with the street (+-0.1 rad, either direction), a quarter at a random
-  heading. Objects, trees, poles and the ego-vehicle never overlap (a placement whose footprint meets
-  an earlier one, by an oriented-rectangle separating-axis test with a 0.3 m gap, or reaches into the
-  buildings is redrawn, up to 30 times, then dropped).
-- **Sensor**: an HDL-64-like spinning LiDAR at the origin: 64 beams evenly spaced in elevation from +2
-  to -24.9 degrees, 2000 azimuth steps over 360 degrees, 120 m range, ray-cast with Open3D's
-  ``RaycastingScene``; gaussian range noise (sigma 2 cm) along the ray, random dropout of 5-10 % of the
-  returns (rate drawn per frame), reflectance = material reflectance x (0.35 + 0.65 |cos incidence|)
-  + noise, rounded to 0.01 as KITTI's. All 360 degrees are kept in the ``.bin``, as in KITTI.
+- **Scene**: a street with a random heading (+-0.3 rad) on terrain that slopes gently (up to 4 %, drawn per
+  frame) with smooth bumps (2-8 cm), the ground 1.73 m below the sensor at the origin (as KITTI). A road of
+  random width between raised sidewalks (curbs 8-18 cm high); along both sides building blocks whose facades
+  have a frame of floor bands and pillars in front of recessed glass (rays between them enter windows and
+  doors and return from the rooms behind), with gaps, walls, fences and railings (posts and rails, often with
+  a wire mesh) and hedges. On the sidewalks trees (a solid trunk, a crown of 1-3 scattering blobs), bushes and
+  poles (some with signs). Foliage, hedges and wire mesh are scatter volumes (:mod:`geo3d.synth.lidar`): their
+  returns come from inside the volume and part of the rays pass through. Lorries and buses (0-2 per frame)
+  drive in the lanes. None of the clutter is labelled (a car on a lorry is a false positive, as in KITTI's
+  evaluation).
+- **Objects**: Car (rows of 3-10 parked along the curbs on either side, plus 2-9 in the lanes), Van (0-2, and
+  some in the parked rows), Cyclist (0-2) and Pedestrian (0-4) as low-poly meshes
+  (:mod:`geo3d.synth.shapes_kitti`: cars of four body types (sedan, hatchback, wagon, SUV) with a glass cabin
+  between roof pillars and seats inside, a van a tall box with a short bonnet, a pedestrian legs in a stride
+  + torso + arms + head, a cyclist a thin rider on a two-wheeled bike). Sizes are drawn around KITTI's class
+  means; vehicles and cyclists stand on the road, most in the camera view (4-50 m ahead), aligned with the
+  street (+-0.1 rad, either direction), a fifth at a random heading; 60 % of pedestrians on the sidewalks.
+  Objects, trees, poles and the ego-vehicle never overlap (a placement whose footprint meets an earlier one,
+  by an oriented-rectangle separating-axis test with a 0.3 m gap, or reaches into the buildings is redrawn,
+  up to 30 times, then dropped).
+- **Sensor** (:mod:`geo3d.synth.lidar`): the HDL-64E's two laser blocks (64 beams, +2 to -24.33 degrees,
+  1/3 degree apart above -8.33, 1/2 degree below) with per-beam elevation and per-firing azimuth jitter,
+  2000 azimuth steps over 360 degrees, 120 m range, ray-cast with Open3D's ``RaycastingScene``; ray drop from
+  the received power (reflectance, incidence, range: dark paint, glass and far grazing surfaces drop more)
+  plus a 1-4 % random drop; glass that passes most rays on; mixed-pixel returns at depth edges; gaussian
+  range noise (2 cm); reflectance that falls with incidence and, beyond 25 m, with range (mostly 0 beyond
+  40 m, as KITTI's), rounded to 0.01. All 360 degrees are kept in the ``.bin``, as in KITTI.
 - **Labels** (``label_2``, KITTI's camera-frame format via :func:`geo3d.io.kitti.boxes_lidar_to_objects`
   with the calibration of a real KITTI frame): only objects whose projected 3D box reaches into the
   1242 x 375 image are written (KITTI labels the camera view only). An object with >= 5 of its own
@@ -33,11 +43,10 @@ What is simulated:
 - **Images**: ``image_2`` is a 1242 x 375 PNG of the LiDAR points in the camera view coloured by depth
   (near red, far blue) on black: enough for viewers and image-size-dependent code, not a photograph.
 
-What is not simulated: camera images, motion (no rolling-shutter skew or ego-motion), terrain slope,
-curbs, multiple returns, beam divergence, intensity calibration or range-dependent fall-off, partial
-transmission through foliage and glass, the ego-vehicle's own shadow in the scan, Truck / Tram /
-Person_sitting / Misc classes, and the camera-LiDAR time offset. Occlusion is judged from the LiDAR
-origin (0.27 m behind the camera), not from the camera.
+What is not simulated: camera images, motion (no rolling-shutter skew or ego-motion), multiple returns,
+intensity calibration per laser, the ego-vehicle's own shadow in the scan, Truck / Tram / Person_sitting / Misc
+labels, and the camera-LiDAR time offset. Occlusion levels are judged from the LiDAR origin (0.27 m behind the
+camera), not from the camera, and ignore foliage.
 
 Every frame is a pure function of ``(seed, split, index)``: train and val frames come from independent
 ``numpy.random.SeedSequence(seed).spawn(2)`` streams, each frame from its own spawned child, so the same
@@ -51,7 +60,6 @@ import json
 import multiprocessing
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +80,7 @@ from geo3d.io.kitti import (
     write_velodyne,
 )
 from geo3d.synth import shapes_kitti as shapes
+from geo3d.synth.lidar import LidarSpec, ScatterVolumes, scan
 from geo3d.types.boxes import Boxes3D, box_corners, points_in_boxes
 
 CLASSES = ("Car", "Van", "Pedestrian", "Cyclist")
@@ -79,7 +88,7 @@ IMAGE_SIZE = (1242, 375)  # width, height of KITTI's left colour image
 GROUND_Z = -1.73  # metres, ground height in the LiDAR frame
 MIN_POINTS = 5  # own returns inside the box needed to label an object
 _META = "synth_kitti.json"
-_VERSION = 1
+_VERSION = 2  # 2: terrain, facades, vegetation volumes, HDL-64E sensor model
 
 # The calibration of KITTI object frame 000001 (training), written as numbers: camera parameters.
 CALIB = KittiCalib(
@@ -96,46 +105,6 @@ CALIB = KittiCalib(
                     [-0.0007854027, 0.9998898, -0.01482298, 0.3195559],
                     [0.002024406, 0.01482454, 0.9998881, -0.7997231]],
 )
-
-
-@dataclass(frozen=True)
-class LidarSpec:
-    """The simulated spinning LiDAR (HDL-64E-like).
-
-    Attributes:
-        beams: number of lasers, evenly spaced in elevation.
-        elevation_deg: (top, bottom) beam elevations, degrees.
-        azimuth_steps: firings per revolution (360 degrees).
-        max_range: metres; farther returns are lost.
-        range_noise: gaussian sigma along the ray, metres.
-        dropout: (low, high) range of the per-frame random dropout rate.
-    """
-
-    beams: int = 64
-    elevation_deg: tuple[float, float] = (2.0, -24.9)
-    azimuth_steps: int = 2000
-    max_range: float = 120.0
-    range_noise: float = 0.02
-    dropout: tuple[float, float] = (0.05, 0.10)
-
-    def angles(self) -> tuple[np.ndarray, np.ndarray]:
-        """Beam elevations (beams,) and firing azimuths (azimuth_steps,), float64 radians."""
-        el = np.deg2rad(np.linspace(*self.elevation_deg, self.beams))
-        return el, np.linspace(-np.pi, np.pi, self.azimuth_steps, endpoint=False)
-
-    def directions(self) -> np.ndarray:
-        """Unit ray directions: (beams * azimuth_steps, 3) float32, beam-major, azimuth from -pi."""
-        return _directions(self)
-
-
-@lru_cache(maxsize=4)
-def _directions(lidar: LidarSpec) -> np.ndarray:
-    el, az = lidar.angles()
-    el, az = np.meshgrid(el, az, indexing="ij")
-    dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3)
-    dirs = dirs.astype(np.float32)
-    dirs.flags.writeable = False
-    return dirs
 
 
 # (mean, std) of l, w, h in metres: KITTI's class statistics.
@@ -170,26 +139,50 @@ class SimFrame:
 # -------------------------------------------------------------------------------------- scene layout
 
 class _Street:
-    """The street frame: heading ``phi``, building fronts at lateral offsets ``left`` and ``-right``."""
+    """The street: heading ``phi``, building fronts at lateral offsets ``left`` and ``-right``, a road of half width
+    ``road_half`` between raised sidewalks (curb height ``curb``), on gently sloping, bumpy terrain."""
 
     def __init__(self, rng: np.random.Generator):
         self.phi = rng.uniform(-0.3, 0.3)
         self.left, self.right = rng.uniform(9.0, 16.0, 2)
+        self.road_half = rng.uniform(3.5, min(self.left, self.right) - 2.5)
+        self.curb = rng.uniform(0.08, 0.18)
+        self.grade = np.clip(rng.normal(0.0, 0.015, 2), -0.04, 0.04)  # dz/dx, dz/dy
+        self.bump_amp = rng.uniform(0.02, 0.08, 3)
+        angle = rng.uniform(0, 2 * np.pi, 3)
+        self.bump_k = (2 * np.pi / rng.uniform(12.0, 40.0, 3))[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+        self.bump_phase = rng.uniform(0, 2 * np.pi, 3)
 
-    def to_lidar(self, u: float, v: float) -> tuple[float, float]:
-        """Street coordinates (u along, v to the left) -> LiDAR x, y."""
+    def to_lidar(self, u, v):
+        """Street coordinates (u along, v to the left) -> LiDAR x, y (floats or arrays)."""
         c, s = np.cos(self.phi), np.sin(self.phi)
         return u * c - v * s, u * s + v * c
 
-    def lateral(self, x: float, y: float) -> float:
+    def lateral(self, x, y):
         """LiDAR x, y -> v (metres to the left of the street axis)."""
         return -x * np.sin(self.phi) + y * np.cos(self.phi)
 
+    def road_z(self, x, y):
+        """Height of the road surface at LiDAR x, y, metres: ``GROUND_Z`` at the origin, slope and bumps."""
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        bumps = sum(a * (np.sin(k[0] * x + k[1] * y + p) - np.sin(p))
+                    for a, k, p in zip(self.bump_amp, self.bump_k, self.bump_phase))
+        return GROUND_Z + self.grade[0] * x + self.grade[1] * y + bumps
+
+    def surface_z(self, x, y):
+        """Height of the ground at LiDAR x, y, metres: the road, raised by ``curb`` on the sidewalks."""
+        return self.road_z(x, y) + self.curb * (np.abs(self.lateral(x, y)) >= self.road_half)
+
     def pavement(self, rng: np.random.Generator) -> float:
-        """A lateral offset on a random pavement (the 3 m in front of the buildings)."""
-        if rng.random() < 0.5:
-            return rng.uniform(self.left - 3.0, self.left - 0.6)
-        return -rng.uniform(self.right - 3.0, self.right - 0.6)
+        """A lateral offset on a random sidewalk (between the curb and the buildings)."""
+        side = 1 if rng.random() < 0.5 else -1
+        front = self.left if side > 0 else self.right
+        return side * rng.uniform(self.road_half + 0.4, front - 0.5)
+
+    def lane(self, rng: np.random.Generator, half_width: float) -> float:
+        """A lateral offset on the road where an object of half width ``half_width`` fits."""
+        room = self.road_half - half_width - 0.2
+        return rng.uniform(-room, room)
 
 
 def _footprint(x: float, y: float, l: float, w: float, yaw: float) -> np.ndarray:
@@ -216,18 +209,20 @@ def _sample_size(rng: np.random.Generator, cls: str) -> tuple[float, float, floa
     return tuple(float(np.clip(rng.normal(m, s), m - 2.5 * s, m + 2.5 * s)) for m, s in _SIZES[cls])
 
 
-def _sample_pose(rng: np.random.Generator, cls: str, street: _Street) -> tuple[float, float, float]:
-    """Draw x, y (metres, LiDAR frame) and yaw (radians) for an object of class ``cls``."""
-    if cls == "Pedestrian" and rng.random() < 0.6:  # on a pavement
+def _sample_pose(rng: np.random.Generator, cls: str, street: _Street, half_width: float
+                 ) -> tuple[float, float, float]:
+    """Draw x, y (metres, LiDAR frame) and yaw (radians) for an object of class ``cls``: vehicles and cyclists on
+    the road, pedestrians mostly on the sidewalks."""
+    if cls == "Pedestrian" and rng.random() < 0.6:  # on a sidewalk
         x, y = street.to_lidar(rng.uniform(2.0, 35.0), street.pavement(rng))
         return x, y, rng.uniform(-np.pi, np.pi)
     far = {"Car": 50.0, "Van": 50.0, "Cyclist": 40.0, "Pedestrian": 30.0}[cls]
     if rng.random() < 0.8:  # in the camera view (its half-angle is about 40 degrees)
-        x = rng.uniform(4.0, far)
-        y = x * np.tan(rng.uniform(-0.66, 0.66))
+        u = rng.uniform(4.0, far)
     else:
-        x, y = rng.uniform(-40.0, far), rng.uniform(-25.0, 25.0)
-    aligned = {"Car": 0.75, "Van": 0.75, "Cyclist": 0.8, "Pedestrian": 0.0}[cls]
+        u = rng.uniform(-40.0, far)
+    x, y = street.to_lidar(u, street.lane(rng, half_width))
+    aligned = {"Car": 0.8, "Van": 0.8, "Cyclist": 0.8, "Pedestrian": 0.0}[cls]
     if rng.random() < aligned:
         yaw = street.phi + np.pi * rng.integers(0, 2) + rng.normal(0.0, 0.1)
     else:
@@ -235,72 +230,185 @@ def _sample_pose(rng: np.random.Generator, cls: str, street: _Street) -> tuple[f
     return x, y, yaw
 
 
-def _layout(rng: np.random.Generator) -> tuple[list[tuple[str, np.ndarray]], list[shapes.PartMesh],
-                                                list[shapes.PartMesh]]:
-    """Place the labelled objects and the clutter.
+@dataclass
+class _Layout:
+    """A frame's scene: labelled objects, unlabelled meshes, scatter volumes."""
 
-    Returns:
-        objects: (class name, (7,) float64 LiDAR box) per placed object.
-        object_meshes: their meshes in the LiDAR frame, same order.
-        clutter: unlabelled meshes (ground, buildings, trees, poles) in the LiDAR frame.
-    """
+    objects: list[tuple[str, np.ndarray]]
+    object_meshes: list[shapes.PartMesh]
+    clutter: list[shapes.PartMesh]
+    volumes: ScatterVolumes
+    street: _Street
+
+
+def _place(taken: list[np.ndarray], x: float, y: float, l: float, w: float, yaw: float) -> bool:
+    """Claim a footprint unless it overlaps one already taken."""
+    quad = _footprint(x, y, l, w, yaw)
+    if _overlaps_any(quad, taken):
+        return False
+    taken.append(quad)
+    return True
+
+
+def _add_object(layout: _Layout, taken: list, rng: np.random.Generator, cls: str, x: float, y: float, yaw: float,
+                size: tuple[float, float, float]) -> bool:
+    l, w, h = size
+    v = layout.street.lateral(x, y)
+    reach = np.hypot(l, w) / 2 + 0.3
+    if not (-layout.street.right + reach < v < layout.street.left - reach) or not _place(taken, x, y, l, w, yaw):
+        return False
+    z = float(layout.street.surface_z(x, y))
+    layout.objects.append((cls, np.array([x, y, z + h / 2, l, w, h, yaw])))
+    material = rng.uniform(0.03, 0.6) if cls in ("Car", "Van") else rng.uniform(0.1, 0.5)
+    layout.object_meshes.append(_MESHES[cls](l, w, h, material, rng).placed(yaw, (x, y, z)))
+    return True
+
+
+def _parked_rows(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
+    """Rows of cars parked along the curbs, bumper to bumper, facing the traffic on their side."""
+    street = layout.street
+    for side in (1, -1):
+        if rng.random() > 0.65:
+            continue
+        u = rng.uniform(-30.0, 25.0)
+        for _ in range(int(rng.integers(3, 11))):
+            cls = "Van" if rng.random() < 0.1 else "Car"
+            l, w, h = _sample_size(rng, cls)
+            v = side * (street.road_half - w / 2 - rng.uniform(0.15, 0.45))
+            x, y = street.to_lidar(u + l / 2, v)
+            yaw = street.phi + (np.pi if side > 0 else 0.0) + rng.normal(0.0, 0.04)
+            if rng.random() > 0.1:  # a gap in the row now and then
+                _add_object(layout, taken, rng, cls, x, y, yaw, (l, w, h))
+            u += l + rng.uniform(0.6, 3.0)
+
+
+def _large_vehicles(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
+    """Lorries and buses in the lanes: unlabelled clutter that is not a car."""
+    street = layout.street
+    for make, chance, size in ((shapes.truck, 0.35, ((6.0, 10.0), (2.3, 2.5), (3.0, 3.8))),
+                               (shapes.bus, 0.15, ((10.0, 12.5), (2.45, 2.55), (2.9, 3.3)))):
+        if rng.random() > chance:
+            continue
+        l, w, h = (rng.uniform(*r) for r in size)
+        for _attempt in range(20):
+            x, y = street.to_lidar(rng.uniform(-30.0, 60.0), street.lane(rng, w / 2))
+            yaw = street.phi + np.pi * rng.integers(0, 2) + rng.normal(0.0, 0.05)
+            if _place(taken, x, y, l, w, yaw):
+                z = float(street.road_z(x, y))
+                layout.clutter.append(make(l, w, h, rng.uniform(0.1, 0.7), rng).placed(yaw, (x, y, z)))
+                break
+
+
+def _vegetation(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
+    """Trees (solid trunk, crown of 1-3 scattering blobs), bushes and poles on the sidewalks."""
+    street, volumes = layout.street, layout.volumes
+    for _ in range(int(rng.integers(4, 17))):
+        crown = rng.uniform(1.2, 2.8)
+        x, y = street.to_lidar(rng.uniform(-60.0, 60.0), street.pavement(rng))
+        if not _place(taken, x, y, 2 * crown + 0.6, 2 * crown + 0.6, 0.0):
+            continue
+        z = float(street.surface_z(x, y))
+        mesh, height = shapes.trunk(rng)
+        layout.clutter.append(mesh.placed(0.0, (x, y, z)))
+        sigma, leaf = rng.uniform(0.8, 2.5), rng.uniform(0.15, 0.45)
+        vertical = rng.uniform(1.2, 2.5)
+        for blob in range(int(rng.integers(1, 4))):
+            radius = crown * (1.0 if blob == 0 else rng.uniform(0.5, 0.8))
+            offset = np.zeros(2) if blob == 0 else rng.uniform(-1, 1, 2) * (crown - radius)
+            volumes.add((x + offset[0], y + offset[1], z + height + 0.7 * vertical + rng.uniform(-0.3, 0.5)),
+                        (radius, radius * rng.uniform(0.8, 1.0), vertical * (1.0 if blob == 0 else 0.7)),
+                        rng.uniform(-np.pi, np.pi), False, sigma, leaf)
+    for _ in range(int(rng.integers(3, 13))):
+        radius = rng.uniform(0.4, 1.2)
+        x, y = street.to_lidar(rng.uniform(-60.0, 60.0), street.pavement(rng))
+        if not _place(taken, x, y, 2 * radius, 2 * radius, 0.0):
+            continue
+        z = float(street.surface_z(x, y))
+        height = radius * rng.uniform(0.7, 1.3)
+        volumes.add((x, y, z + height * 0.9), (radius, radius * rng.uniform(0.7, 1.0), height),
+                    rng.uniform(-np.pi, np.pi), False, rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+    for _ in range(int(rng.integers(3, 11))):
+        mesh = shapes.pole(rng)
+        radius = float(np.linalg.norm(mesh.vertices[:, :2], axis=1).max())  # any yaw stays inside
+        x, y = street.to_lidar(rng.uniform(-60.0, 60.0), street.pavement(rng))
+        if _place(taken, x, y, 2 * radius, 2 * radius, street.phi):
+            layout.clutter.append(mesh.placed(rng.uniform(-np.pi, np.pi), (x, y, float(street.surface_z(x, y)))))
+
+
+def _layout(rng: np.random.Generator) -> _Layout:
+    """Place the labelled objects, the clutter and the scatter volumes of one frame."""
     street = _Street(rng)
+    layout = _Layout([], [], [], ScatterVolumes(), street)
     taken = [_footprint(*_EGO)]
-    objects, meshes = [], []
-    counts = {"Car": rng.integers(3, 16), "Van": rng.integers(0, 3), "Cyclist": rng.integers(0, 3),
+    _parked_rows(layout, taken, rng)
+    _large_vehicles(layout, taken, rng)
+    counts = {"Car": rng.integers(2, 10), "Van": rng.integers(0, 3), "Cyclist": rng.integers(0, 3),
               "Pedestrian": rng.integers(0, 5)}
     for cls, count in counts.items():
         for _ in range(count):
-            l, w, h = _sample_size(rng, cls)
+            size = _sample_size(rng, cls)
             for _attempt in range(30):
-                x, y, yaw = _sample_pose(rng, cls, street)
-                v = street.lateral(x, y)
-                reach = np.hypot(l, w) / 2 + 0.3
-                if not (-street.right + reach < v < street.left - reach):
-                    continue  # would stand in a building
-                quad = _footprint(x, y, l, w, yaw)
-                if _overlaps_any(quad, taken):
-                    continue
-                taken.append(quad)
-                objects.append((cls, np.array([x, y, GROUND_Z + h / 2, l, w, h, yaw])))
-                material = rng.uniform(0.05, 0.6) if cls in ("Car", "Van") else rng.uniform(0.1, 0.5)
-                meshes.append(_MESHES[cls](l, w, h, material, rng).placed(yaw, (x, y, GROUND_Z)))
-                break
-
-    clutter = [_ground(rng)]
-    for make, count in ((shapes.tree, rng.integers(4, 15)), (shapes.pole, rng.integers(3, 11))):
-        for _ in range(count):
-            mesh = make(rng)
-            radius = float(np.linalg.norm(mesh.vertices[:, :2], axis=1).max())  # any yaw stays inside
-            x, y = street.to_lidar(rng.uniform(-60.0, 60.0), street.pavement(rng))
-            quad = _footprint(x, y, 2 * radius, 2 * radius, street.phi)
-            if _overlaps_any(quad, taken):
-                continue
-            taken.append(quad)
-            clutter.append(mesh.placed(rng.uniform(-np.pi, np.pi), (x, y, GROUND_Z)))
-    clutter += _buildings(rng, street)
-    return objects, meshes, clutter
+                x, y, yaw = _sample_pose(rng, cls, street, size[1] / 2)
+                if _add_object(layout, taken, rng, cls, x, y, yaw, size):
+                    break
+    _vegetation(layout, taken, rng)
+    layout.clutter = [_ground(street)] + layout.clutter + _buildings(rng, street, layout.volumes)
+    return layout
 
 
-def _ground(rng: np.random.Generator) -> shapes.PartMesh:
-    """The ground plane, 300 m square, asphalt reflectance."""
-    return shapes.box(-150, 150, -150, 150, GROUND_Z - 0.1, GROUND_Z, float(rng.uniform(0.15, 0.3)))
+def _ground(street: _Street, half: float = 150.0, step: float = 3.0) -> shapes.PartMesh:
+    """The terrain: a height field in street coordinates (slope, bumps) with raised sidewalks beyond 2 cm wide
+    curb faces at ``+-road_half``; asphalt on the road, paving on the sidewalks."""
+    u = np.arange(-half, half + step / 2, step)
+    regular = np.arange(-half, half + step / 2, step)
+    curbs = [street.road_half, street.road_half + 0.02]
+    v = np.unique(np.concatenate([regular[np.abs(np.abs(regular) - street.road_half) > 0.3],
+                                  curbs, [-c for c in curbs]]))
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    x, y = street.to_lidar(uu, vv)
+    z = street.road_z(x, y) + street.curb * (np.abs(vv) >= street.road_half + 0.01)
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float32)
+    nu, nv = len(u), len(v)
+    i, j = np.meshgrid(np.arange(nu - 1), np.arange(nv - 1), indexing="ij")
+    a, b, c, d = i * nv + j, (i + 1) * nv + j, (i + 1) * nv + j + 1, i * nv + j + 1
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    centre_v = np.concatenate([(vv[:-1, :-1] + vv[1:, 1:]).reshape(-1) / 2] * 2)
+    rng_free = 0.5 + 0.5 * np.sin(7.3 * centre_v)  # deterministic texture: paving slabs a little brighter
+    reflectance = np.where(np.abs(centre_v) < street.road_half, 0.3, 0.35 + 0.05 * rng_free).astype(np.float32)
+    return shapes.PartMesh(vertices, faces.astype(np.int32), reflectance)
 
 
-def _buildings(rng: np.random.Generator, street: _Street) -> list[shapes.PartMesh]:
-    """Building blocks and low walls along both sides of the street, with gaps."""
+def _buildings(rng: np.random.Generator, street: _Street, volumes: ScatterVolumes) -> list[shapes.PartMesh]:
+    """Building blocks with facades along both sides of the street, walls, fences and hedges in between."""
     out = []
     for side, offset in ((1, street.left), (-1, street.right)):
         u = -90.0
+        yaw = street.phi if side > 0 else street.phi + np.pi  # local +y points away from the street
         while u < 90.0:
             length = rng.uniform(8.0, 30.0)
-            if rng.random() < 0.2:
-                height, depth = rng.uniform(0.8, 2.0), 0.3  # a wall or fence
+            x, y = street.to_lidar(u + length / 2, side * offset)
+            z = float(street.road_z(x, y)) + street.curb - 0.5  # sunk 0.5 m: no gap under it on a slope
+            kind = rng.random()
+            if kind < 0.1:  # a wall
+                mesh = shapes.building(length, 0.3, rng.uniform(0.8, 2.0) + 0.5, float(rng.uniform(0.15, 0.6)))
+            elif kind < 0.2:  # a fence: posts and rails, often with a wire mesh between them
+                height = rng.uniform(1.0, 2.0)
+                mesh = shapes.fence(length, height + 0.5, rng)
+                if rng.random() < 0.7:
+                    p = rng.uniform(0.25, 0.6)  # share of rays the 4 cm mesh returns
+                    volumes.add((x, y, z + 0.5 + height / 2), (length / 2, 0.02, height / 2), yaw, True,
+                                -np.log(1 - p) / 0.04, rng.uniform(0.2, 0.5))
+            elif kind < 0.3:  # a hedge
+                thickness, height = rng.uniform(0.6, 1.2), rng.uniform(0.8, 2.0)
+                cx, cy = street.to_lidar(u + length / 2, side * (offset + thickness / 2))
+                volumes.add((cx, cy, z + 0.5 + height / 2), (length / 2, thickness / 2, height / 2), yaw, True,
+                            rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+                mesh = None
             else:
-                height, depth = rng.uniform(3.0, 18.0), rng.uniform(6.0, 14.0)
-            mesh = shapes.building(length, depth, height, float(rng.uniform(0.15, 0.6)))
-            yaw = street.phi if side > 0 else street.phi + np.pi  # local +y points away from the street
-            out.append(mesh.placed(yaw, (*street.to_lidar(u + length / 2, side * offset), GROUND_Z)))
+                mesh = shapes.building(length, rng.uniform(6.0, 14.0), rng.uniform(3.0, 18.0) + 0.5,
+                                       float(rng.uniform(0.15, 0.6)), rng)
+            if mesh is not None:
+                out.append(mesh.placed(yaw, (x, y, z)))
             u += length + (rng.uniform(3.0, 12.0) if rng.random() < 0.3 else 0.0)
     return out
 
@@ -308,49 +416,40 @@ def _buildings(rng: np.random.Generator, street: _Street) -> list[shapes.PartMes
 # --------------------------------------------------------------------------------------------- sensor
 
 def _scan(meshes: list[shapes.PartMesh], boxes: np.ndarray, clutter: list[shapes.PartMesh], lidar: LidarSpec,
-          rng: np.random.Generator, nthreads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ray-cast one revolution.
+          rng: np.random.Generator, nthreads: int, volumes: ScatterVolumes | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-cast one revolution (:func:`geo3d.synth.lidar.scan`) and attribute the returns to the objects.
 
     Args:
         meshes: the labelled objects' meshes, LiDAR frame.
         boxes: (M, 7) float64 their LiDAR boxes, same order.
         clutter: unlabelled meshes, LiDAR frame.
         lidar: the sensor.
-        rng: random stream (dropout, noise).
+        rng: random stream (jitter, drop, scatter, noise).
         nthreads: Open3D threads (0: all cores).
+        volumes: scatter volumes (foliage, wire mesh), or None.
 
     Returns:
-        points: (P, 4) float32 ``x, y, z`` metres, reflectance in [0, 1] (after dropout and noise).
-        owner: (P,) int64 index of the object each point hit, -1 for clutter.
-        visibility: (M,) float64 share of the rays crossing object m whose first hit is m (before dropout).
+        points: (P, 4) float32 ``x, y, z`` metres, reflectance in [0, 1].
+        owner: (P,) int64 index of the object each point came from, -1 for clutter and foliage.
+        visibility: (M,) float64 share of the rays crossing object m whose first hit is m (before drop).
     """
     scene_mesh = shapes.merge(meshes + clutter)
     owner_of_face = np.concatenate([np.full(len(m.faces), i) for i, m in enumerate(meshes)]
                                    + [np.full(len(m.faces), -1) for m in clutter])
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(scene_mesh.vertices), o3d.core.Tensor(scene_mesh.faces.astype(np.uint32)))
-    dirs = lidar.directions()
-    rays = np.concatenate([np.zeros_like(dirs), dirs], 1)
-    hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=nthreads)
-    t = hit["t_hit"].numpy()
-    ok = t < lidar.max_range
-    face = np.where(ok, hit["primitive_ids"].numpy().astype(np.int64), 0)
-    owner = np.where(ok, owner_of_face[face], -2)
-    visibility = _visibility(scene, rays, owner, owner_of_face, boxes, lidar, nthreads)
-
-    keep = ok & (rng.random(len(t)) >= rng.uniform(*lidar.dropout))
-    range_noise = rng.normal(0.0, lidar.range_noise, len(t))[keep]
-    reflect_noise = rng.normal(0.0, 0.02, len(t))[keep]
-    dirs, t, face = dirs[keep], t[keep], face[keep]
-    cos = np.abs(np.sum(hit["primitive_normals"].numpy()[keep] * dirs, 1))
-    reflect = np.clip(scene_mesh.reflectance[face] * (0.35 + 0.65 * cos) + reflect_noise, 0.0, 1.0)
-    points = np.concatenate([dirs * (t + range_noise)[:, None], np.round(reflect, 2)[:, None]], 1)
-    return points.astype(np.float32), owner[keep], visibility
+    result = scan(scene, scene_mesh.reflectance, scene_mesh.material,
+                  volumes if volumes is not None else ScatterVolumes(), lidar, rng, nthreads)
+    first_owner = np.where(result.first_face >= 0, owner_of_face[np.maximum(result.first_face, 0)], -2)
+    visibility = _visibility(scene, result.rays, first_owner, owner_of_face, boxes, nthreads)
+    owner = np.where(result.face >= 0, owner_of_face[np.maximum(result.face, 0)], -1)
+    return result.points, owner, visibility
 
 
 def _visibility(scene, rays: np.ndarray, owner: np.ndarray, owner_of_face: np.ndarray, boxes: np.ndarray,
-                lidar: LidarSpec, nthreads: int) -> np.ndarray:
-    """Share of the rays crossing each object whose first hit is that object.
+                nthreads: int) -> np.ndarray:
+    """Share of the rays crossing each object whose first hit is that object (scatter volumes ignored).
 
     Only rays inside some object's angular window can cross an object, so only those are traced for all
     their intersections (``list_intersections`` is slower than ``cast_rays``).
@@ -361,7 +460,7 @@ def _visibility(scene, rays: np.ndarray, owner: np.ndarray, owner_of_face: np.nd
     count = len(boxes)
     if count == 0:
         return np.ones(0)
-    near = _rays_in_windows(lidar, boxes)
+    near = _rays_in_windows(rays[:, 3:], boxes)
     if not near.any():
         return np.ones(count)
     hits = scene.list_intersections(o3d.core.Tensor(rays[near]), nthreads=nthreads)
@@ -373,28 +472,29 @@ def _visibility(scene, rays: np.ndarray, owner: np.ndarray, owner_of_face: np.nd
     return np.where(crossing > 0, seen / np.maximum(crossing, 1), 1.0).clip(0.0, 1.0)
 
 
-def _rays_in_windows(lidar: LidarSpec, boxes: np.ndarray) -> np.ndarray:
-    """(beams * azimuth_steps,) bool: rays within the azimuth / elevation window of some box (0.5 deg margin).
+def _rays_in_windows(directions: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(R,) bool: rays (unit ``directions`` (R, 3) from the origin) within the azimuth / elevation window of some
+    box (0.5 deg margin).
 
     The azimuth span of a box not containing the sensor is that of its corners; the elevation span is
     bounded by the box's lowest / highest z at its nearest / farthest horizontal distance.
     """
-    elevation, azimuth = lidar.angles()
+    elevation = np.arcsin(np.clip(directions[:, 2], -1.0, 1.0))
+    azimuth = np.arctan2(directions[:, 1], directions[:, 0])
     corners = box_corners(torch.from_numpy(boxes)).numpy()  # (M, 8, 3)
     margin = np.deg2rad(0.5)
-    mask = np.zeros((len(elevation), len(azimuth)), dtype=bool)
+    mask = np.zeros(len(directions), dtype=bool)
     for box, corner in zip(boxes, corners):
         centre = np.arctan2(box[1], box[0])
         span = _wrap(np.arctan2(corner[:, 1], corner[:, 0]) - centre)
         rel = _wrap(azimuth - centre)
-        in_azimuth = (rel >= span.min() - margin) & (rel <= span.max() + margin)
         dist, reach = np.hypot(box[0], box[1]), np.hypot(box[3], box[4]) / 2
         r = np.array([max(dist - reach, 0.1), dist + reach])
         z = np.array([box[2] - box[5] / 2, box[2] + box[5] / 2])
         el = np.arctan2(z[:, None], r[None, :])
-        in_elevation = (elevation >= el.min() - margin) & (elevation <= el.max() + margin)
-        mask |= in_elevation[:, None] & in_azimuth[None, :]
-    return mask.reshape(-1)
+        mask |= ((rel >= span.min() - margin) & (rel <= span.max() + margin)
+                 & (elevation >= el.min() - margin) & (elevation <= el.max() + margin))
+    return mask
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:
@@ -458,10 +558,11 @@ def simulate_frame(seed: np.random.SeedSequence | int, lidar: LidarSpec = LidarS
         The :class:`SimFrame`.
     """
     rng = np.random.default_rng(seed)
-    placed, meshes, clutter = _layout(rng)
-    classes = [cls for cls, _ in placed]
-    boxes = np.array([box for _, box in placed]).reshape(-1, 7)
-    points, owner, visibility = _scan(meshes, boxes, clutter, lidar, rng, nthreads)
+    layout = _layout(rng)
+    classes = [cls for cls, _ in layout.objects]
+    boxes = np.array([box for _, box in layout.objects]).reshape(-1, 7)
+    points, owner, visibility = _scan(layout.object_meshes, boxes, layout.clutter, lidar, rng, nthreads,
+                                      layout.volumes)
     objects = _labels(classes, boxes, points, owner, visibility, CALIB)
     all_boxes = Boxes3D(torch.from_numpy(boxes).float(), labels=[CLASSES.index(c) for c in classes],
                         class_names=CLASSES)
