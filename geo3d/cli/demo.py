@@ -175,7 +175,13 @@ def stage_detection(out: Path, report: Report, minutes: float | None) -> None:
                                  calib=real / "calib" / "000001.txt", pred=result["results"] / "000001.txt",
                                  out=out / "detection_real_000001.png", width=1280, height=720))
     text = result["text"] + (" Renders: ground truth green, predictions red with their scores (a validation "
-                             "frame, then the real KITTI frame).")
+                             "frame, then the real KITTI frame)")
+    if result.get("real_report") is not None:
+        text += ("; then the real-scan report's bird's-eye views, one per real frame (labelled cars green, "
+                 "predictions with their scores: matching a car cyan, false positives red, out of the camera's "
+                 "view or in DontCare grey).")
+    else:
+        text += "."
     report.add("detection", text, result["metrics"], images + result.get("images", []))
 
 

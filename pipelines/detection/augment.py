@@ -4,8 +4,11 @@ Global transforms move points and boxes together: a flip across the x axis (y ->
 about z and a uniform scaling, all about the sensor origin. Ground-truth sampling pastes objects cut
 from other training frames (their points and boxes, at their original place) into the scene, rejects
 pastes that overlap an existing or already pasted box in BEV (``ops.boxes.boxes_iou_bev``), and
-removes the scene points inside the pasted boxes. Randomness comes from a ``numpy.random.Generator``
-passed in, so a seeded loader gives the same augmentations.
+removes the scene points inside the pasted boxes. Sensor-noise augmentations, off by default, make
+the points look less clean than a synthetic scan: point dropout (a random share of the returns lost,
+as rays that hit dark paint, glass or foliage), per-point position jitter and intensity jitter; they
+change points only, never boxes. Randomness comes from a ``numpy.random.Generator`` passed in, so a
+seeded loader gives the same augmentations.
 """
 
 from __future__ import annotations
@@ -73,6 +76,69 @@ def scale(points: torch.Tensor, boxes: torch.Tensor, factor: float) -> tuple[tor
     points[:, :3] *= factor
     boxes[:, :6] *= factor
     return points, boxes
+
+
+def drop_points(points: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor:
+    """Drop each point independently with probability ``fraction``.
+
+    Args:
+        points: (N, C) float32 points.
+        fraction: drop probability in [0, 1).
+        rng: random generator (draws N uniforms).
+
+    Returns:
+        (N', C) the kept points, in their original order; the expected ``N'`` is ``(1 - fraction) N``.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"drop_points: fraction must be in [0, 1), got {fraction}")
+    keep = torch.from_numpy(rng.random(points.shape[0]) >= fraction)
+    return points[keep]
+
+
+def jitter_points(points: torch.Tensor, std: float, rng: np.random.Generator) -> torch.Tensor:
+    """Add independent gaussian noise to every point's x, y and z.
+
+    Args:
+        points: (N, C) float32 ``x, y, z, ...`` metres.
+        std: standard deviation per axis, metres (>= 0).
+        rng: random generator (draws 3N normals).
+
+    Returns:
+        New (N, C) points; columns after z are unchanged.
+    """
+    if std < 0:
+        raise ValueError(f"jitter_points: std must be >= 0, got {std}")
+    points = points.clone()
+    noise = rng.normal(0.0, std, size=(points.shape[0], 3))
+    points[:, :3] += torch.from_numpy(noise).to(points.dtype)
+    return points
+
+
+def jitter_intensity(points: torch.Tensor, gain: float, noise_std: float, rng: np.random.Generator) -> torch.Tensor:
+    """Scale the reflectance column by ``gain``, add per-point gaussian noise and clip to [0, 1].
+
+    ``r' = clip(gain * r + n, 0, 1)`` with ``n ~ N(0, noise_std)`` per point: the gain models a sensor
+    calibrated differently (per frame), the noise the return-to-return spread.
+
+    Args:
+        points: (N, C >= 4) float32 ``x, y, z, reflectance, ...``; reflectance in [0, 1].
+        gain: multiplicative factor (>= 0).
+        noise_std: additive noise standard deviation (>= 0; 0 draws nothing).
+        rng: random generator (draws N normals when ``noise_std > 0``).
+
+    Returns:
+        New (N, C) points; only column 3 changes.
+    """
+    if points.shape[1] < 4:
+        raise ValueError(f"jitter_intensity: points need a reflectance column 3, got shape {tuple(points.shape)}")
+    if gain < 0 or noise_std < 0:
+        raise ValueError(f"jitter_intensity: gain and noise_std must be >= 0, got {gain} and {noise_std}")
+    points = points.clone()
+    r = points[:, 3].double() * gain
+    if noise_std > 0:
+        r += torch.from_numpy(rng.normal(0.0, noise_std, size=points.shape[0]))
+    points[:, 3] = r.clamp(0.0, 1.0).to(points.dtype)
+    return points
 
 
 @dataclass
@@ -179,12 +245,32 @@ class AugmentConfig:
         rotation_range: ``[lo, hi]`` radians of the uniform global rotation (``[0, 0]`` disables).
         scale_range: ``[lo, hi]`` of the uniform global scale (``[1, 1]`` disables).
         sample_counts: class index -> boxes per frame after ground-truth sampling (empty disables).
+        point_dropout: largest share of points dropped per frame; each frame draws its share uniformly
+            in ``[0, point_dropout]`` (0 disables).
+        point_jitter_std: gaussian noise added to each point's x, y, z, metres (0 disables).
+        intensity_gain_range: ``[lo, hi]`` of the per-frame reflectance gain (``[1, 1]`` disables).
+        intensity_noise_std: per-point additive reflectance noise (0 disables); the result is clipped to [0, 1].
     """
 
     flip_x: bool = True
     rotation_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)
     scale_range: tuple[float, float] = (0.95, 1.05)
     sample_counts: dict[int, int] = field(default_factory=dict)
+    point_dropout: float = 0.0
+    point_jitter_std: float = 0.0
+    intensity_gain_range: tuple[float, float] = (1.0, 1.0)
+    intensity_noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.point_dropout < 1.0:
+            raise ValueError(f"point_dropout: expected a fraction in [0, 1), got {self.point_dropout}")
+        if self.point_jitter_std < 0 or self.intensity_noise_std < 0:
+            raise ValueError(f"point_jitter_std and intensity_noise_std: expected >= 0, got "
+                             f"{self.point_jitter_std} and {self.intensity_noise_std}")
+        lo, hi = self.intensity_gain_range
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"intensity_gain_range: expected [lo, hi] with 0 <= lo <= hi, got "
+                             f"{list(self.intensity_gain_range)}")
 
 
 def augment_frame(
@@ -195,7 +281,11 @@ def augment_frame(
     rng: np.random.Generator,
     database: GTDatabase | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Ground-truth sampling, then flip, rotation and scaling (OpenPCDet's order).
+    """Ground-truth sampling, then flip, rotation and scaling (OpenPCDet's order), then sensor noise.
+
+    The sensor-noise steps (dropout, position jitter, intensity jitter) come last, so pasted objects get
+    them too; each draws from ``rng`` only when enabled, so a configuration without them gives exactly
+    the augmentations it gave before they existed.
 
     Args:
         points: (N, C) float32 ``x, y, z, ...`` metres.
@@ -218,4 +308,12 @@ def augment_frame(
     lo, hi = config.scale_range
     if hi > lo:
         points, boxes = scale(points, boxes, float(rng.uniform(lo, hi)))
+    if config.point_dropout > 0:
+        points = drop_points(points, float(rng.uniform(0.0, config.point_dropout)), rng)
+    if config.point_jitter_std > 0:
+        points = jitter_points(points, config.point_jitter_std, rng)
+    lo, hi = config.intensity_gain_range
+    if hi > lo or lo != 1.0 or config.intensity_noise_std > 0:
+        gain = float(rng.uniform(lo, hi)) if hi > lo else lo
+        points = jitter_intensity(points, gain, config.intensity_noise_std, rng)
     return points, boxes, labels

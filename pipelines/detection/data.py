@@ -88,6 +88,7 @@ class KittiDetectionDataset(Dataset):
         require_labels: raise if a frame has no ``label_2`` file (train/val/test); prediction does not.
         augment: augmentations for training, or None.
         database: objects for ground-truth sampling, or None.
+        split_dir: the folder under ``data_dir`` holding ``velodyne/``, ``calib/``, ... (``"training"``).
 
     Each item is a dict: ``frame_id`` str, ``points`` (N, 4) float32 ``x, y, z, reflectance``,
     ``gt_boxes`` (M, 7) float32, ``gt_labels`` (M,) int64, ``annos`` (the label file's objects, all
@@ -104,8 +105,10 @@ class KittiDetectionDataset(Dataset):
         require_labels: bool = True,
         augment: AugmentConfig | None = None,
         database: GTDatabase | None = None,
+        split_dir: str = "training",
     ):
         self.root = Path(data_dir)
+        self.split_dir = split_dir
         self.frame_ids = list(frame_ids)
         self.class_names = list(class_names)
         self.point_cloud_range = list(point_cloud_range)
@@ -116,7 +119,7 @@ class KittiDetectionDataset(Dataset):
         self._check_files()
 
     def _check_files(self) -> None:
-        base = self.root / "training"
+        base = self.root / self.split_dir
         needed = [("velodyne", ".bin"), ("calib", ".txt")] + ([("label_2", ".txt")] if self.require_labels else [])
         for folder, ext in needed:
             missing = [i for i in self.frame_ids if not (base / folder / f"{i}{ext}").is_file()]
@@ -134,7 +137,7 @@ class KittiDetectionDataset(Dataset):
         ``fov_only`` overrides the dataset's setting (the ground-truth database skips the field-of-view
         test: labelled objects are in the image anyway, and the projection is the costly part of loading).
         """
-        frame = read_frame(self.root, self.frame_ids[index])
+        frame = read_frame(self.root, self.frame_ids[index], split_dir=self.split_dir)
         points = frame.points
         if self.fov_only if fov_only is None else fov_only:
             points = points[points_in_image_fov(points[:, :3], frame.calib, frame.image_size)]
@@ -226,6 +229,13 @@ class KittiDataModule(pl.LightningDataModule):
         gt_sampling: class name -> boxes per frame after ground-truth sampling (e.g. ``{"Car": 15}``);
             empty disables it.
         gt_sampling_min_points: database objects need at least this many points.
+        point_dropout: training only: largest share of points dropped per frame (drawn per frame in
+            ``[0, point_dropout]``, e.g. 0.2); 0 disables.
+        point_jitter_std: training only: gaussian noise on every point's x, y, z, metres (e.g. 0.015); 0 disables.
+        intensity_gain_range: training only: ``[lo, hi]`` per-frame reflectance gain (e.g. ``[0.8, 1.2]``);
+            ``[1, 1]`` disables.
+        intensity_noise_std: training only: per-point additive reflectance noise (e.g. 0.03), clipped to [0, 1];
+            0 disables.
     """
 
     def __init__(
@@ -246,6 +256,10 @@ class KittiDataModule(pl.LightningDataModule):
         scale_range: list[float] | tuple[float, float] = (0.95, 1.05),
         gt_sampling: dict[str, int] | None = None,
         gt_sampling_min_points: int = 5,
+        point_dropout: float = 0.0,
+        point_jitter_std: float = 0.0,
+        intensity_gain_range: list[float] | tuple[float, float] = (1.0, 1.0),
+        intensity_noise_std: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -261,12 +275,21 @@ class KittiDataModule(pl.LightningDataModule):
         unknown = [k for k in gt_sampling if k not in self.class_names]
         if unknown:
             raise ValueError(f"data.gt_sampling: classes {unknown} are not in class_names {self.class_names}")
-        self.augment = AugmentConfig(
-            flip_x=flip_x,
-            rotation_range=tuple(rotation_range),
-            scale_range=tuple(scale_range),
-            sample_counts={self.class_names.index(k): int(v) for k, v in gt_sampling.items()},
-        )
+        if len(intensity_gain_range) != 2:
+            raise ValueError(f"data.intensity_gain_range: expected [lo, hi], got {list(intensity_gain_range)}")
+        try:
+            self.augment = AugmentConfig(
+                flip_x=flip_x,
+                rotation_range=tuple(rotation_range),
+                scale_range=tuple(scale_range),
+                sample_counts={self.class_names.index(k): int(v) for k, v in gt_sampling.items()},
+                point_dropout=float(point_dropout),
+                point_jitter_std=float(point_jitter_std),
+                intensity_gain_range=(float(intensity_gain_range[0]), float(intensity_gain_range[1])),
+                intensity_noise_std=float(intensity_noise_std),
+            )
+        except ValueError as err:
+            raise ValueError(f"data.{err}") from None
         self.datasets: dict[str, KittiDetectionDataset] = {}
 
     def _dataset(self, split: str, train: bool = False, require_labels: bool = True) -> KittiDetectionDataset:

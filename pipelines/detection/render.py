@@ -13,6 +13,9 @@ import torch
 
 from geo3d.types import box_corners
 
+GT_COLOR = (0, 255, 0)
+PRED_COLOR = (255, 48, 48)
+
 
 def _to_pixels(xy: np.ndarray, point_cloud_range: list[float], resolution: float) -> np.ndarray:
     """(N, 2) metres -> (N, 2) integer (row, col)."""
@@ -58,16 +61,45 @@ def render_bev(
         ok = (px[:, 0] >= 0) & (px[:, 0] < h) & (px[:, 1] >= 0) & (px[:, 1] < w)
         shade = 80 + 175 * np.clip((pts[ok, 2] - zmin) / max(zmax - zmin, 1e-6), 0, 1)
         image[px[ok, 0], px[ok, 1]] = shade.astype(np.uint8)[:, None]
-    for boxes, color in ((gt_boxes, (0, 255, 0)), (pred_boxes, (255, 48, 48))):
-        if boxes is None or len(boxes) == 0:
-            continue
-        b = boxes.detach().cpu().float()
-        corners = box_corners(b)[:, :4, :2].numpy()  # bottom face, (K, 4, 2)
-        for box, quad in zip(b.numpy(), corners):
-            q = _to_pixels(quad, point_cloud_range, resolution)
-            for i in range(4):
-                _draw_segment(image, q[i], q[(i + 1) % 4], color)
-            head = box[:2] + 0.5 * box[3] * np.array([np.cos(box[6]), np.sin(box[6])])
-            c = _to_pixels(np.stack([box[:2], head]), point_cloud_range, resolution)
-            _draw_segment(image, c[0], c[1], color)
+    for boxes, color in ((gt_boxes, GT_COLOR), (pred_boxes, PRED_COLOR)):
+        if boxes is not None:
+            draw_boxes_bev(image, boxes, point_cloud_range, color, resolution)
     return image
+
+
+def draw_boxes_bev(
+    image: np.ndarray,
+    boxes: torch.Tensor,
+    point_cloud_range: list[float],
+    color: tuple[int, int, int],
+    resolution: float = 0.1,
+) -> np.ndarray:
+    """Draw box outlines (bottom face) and heading ticks onto a :func:`render_bev` image, in place.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image of :func:`render_bev` with the same range and resolution.
+        boxes: (K, 7) float32 boxes ``x, y, z, dx, dy, dz, yaw`` (metres, radians, LiDAR frame).
+        point_cloud_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres of the image.
+        color: RGB 0-255.
+        resolution: metres per pixel.
+
+    Returns:
+        ``image``.
+    """
+    if len(boxes) == 0:
+        return image
+    b = boxes.detach().cpu().float()
+    corners = box_corners(b)[:, :4, :2].numpy()  # bottom face, (K, 4, 2)
+    for box, quad in zip(b.numpy(), corners):
+        q = _to_pixels(quad, point_cloud_range, resolution)
+        for i in range(4):
+            _draw_segment(image, q[i], q[(i + 1) % 4], color)
+        head = box[:2] + 0.5 * box[3] * np.array([np.cos(box[6]), np.sin(box[6])])
+        c = _to_pixels(np.stack([box[:2], head]), point_cloud_range, resolution)
+        _draw_segment(image, c[0], c[1], color)
+    return image
+
+
+def bev_pixels(xy: np.ndarray, point_cloud_range: list[float], resolution: float = 0.1) -> np.ndarray:
+    """(N, 2) metres ``x, y`` -> (N, 2) int64 ``(row, col)`` pixels of a :func:`render_bev` image."""
+    return _to_pixels(np.asarray(xy, dtype=np.float64).reshape(-1, 2), point_cloud_range, resolution)

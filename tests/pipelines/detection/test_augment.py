@@ -1,10 +1,12 @@
-"""Augmentations keep each point inside its box; ground-truth sampling pastes without overlaps."""
+"""Augmentations keep each point inside its box; ground-truth sampling pastes without overlaps; the sensor-noise
+augmentations (dropout, position and intensity jitter) have the documented statistics."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from geo3d.types import points_in_boxes
@@ -12,7 +14,10 @@ from pipelines.detection.augment import (
     AugmentConfig,
     GTDatabase,
     augment_frame,
+    drop_points,
     flip_x,
+    jitter_intensity,
+    jitter_points,
     rotate_z,
     sample_ground_truth,
     scale,
@@ -87,3 +92,86 @@ def test_ground_truth_sampling_pastes_without_overlap():
     # No sampling when the frame already has enough boxes of the class.
     p, b, _ = sample_ground_truth(points, boxes, labels, database, {0: 2}, np.random.default_rng(0))
     assert torch.equal(b, boxes) and torch.equal(p, points)
+
+
+def _big_cloud(n=50000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(n, 3, generator=g) * torch.tensor([50.0, 50.0, 3.0]) - torch.tensor([0.0, 25.0, 2.0])
+    return torch.cat([xyz, torch.rand(n, 1, generator=g)], 1)
+
+
+def test_drop_points_rate_order_and_determinism():
+    points = _big_cloud()
+    kept = drop_points(points, 0.2, np.random.default_rng(0))
+    assert kept.dtype == torch.float32 and kept.shape[1] == 4
+    n = len(points)
+    assert abs((1 - len(kept) / n) - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n)  # binomial, 4 sigma
+    # the kept points are unchanged rows of the input, in order: one uniform draw per point, kept when >= 0.2
+    assert torch.equal(kept, points[torch.from_numpy(np.random.default_rng(0).random(n) >= 0.2)])
+    torch.testing.assert_close(kept, drop_points(points, 0.2, np.random.default_rng(0)), rtol=0, atol=0)
+    assert len(drop_points(points, 0.0, np.random.default_rng(0))) == n
+    with pytest.raises(ValueError, match="fraction"):
+        drop_points(points, 1.0, np.random.default_rng(0))
+
+
+def test_jitter_points_std_and_untouched_columns():
+    points = _big_cloud()
+    out = jitter_points(points, 0.015, np.random.default_rng(0))
+    assert out.shape == points.shape and out.dtype == torch.float32
+    delta = (out[:, :3] - points[:, :3]).double()
+    for axis in range(3):  # per-axis std 1.5 cm, mean 0 (50k samples: std within 2 %)
+        assert float(delta[:, axis].std()) == pytest.approx(0.015, rel=0.02)
+        assert abs(float(delta[:, axis].mean())) < 4 * 0.015 / math.sqrt(len(points))
+    torch.testing.assert_close(out[:, 3], points[:, 3], rtol=0, atol=0)
+    assert not torch.equal(out, points) and points.data_ptr() != out.data_ptr()
+
+
+def test_jitter_intensity_gain_noise_and_clip():
+    points = _big_cloud()
+    points[:, 3] = 0.5
+    out = jitter_intensity(points, 1.2, 0.03, np.random.default_rng(0))
+    r = out[:, 3].double()
+    assert float(r.mean()) == pytest.approx(0.6, abs=1e-3) and float(r.std()) == pytest.approx(0.03, rel=0.02)
+    torch.testing.assert_close(out[:, :3], points[:, :3], rtol=0, atol=0)
+    points[:, 3] = torch.linspace(0, 1, len(points))
+    wide = jitter_intensity(points, 1.5, 0.2, np.random.default_rng(0))[:, 3]
+    assert float(wide.min()) == 0.0 and float(wide.max()) == 1.0  # clipped to [0, 1]
+    exact = jitter_intensity(points, 0.5, 0.0, np.random.default_rng(0))[:, 3]  # gain only: no noise drawn
+    torch.testing.assert_close(exact, points[:, 3] * 0.5)
+    with pytest.raises(ValueError, match="reflectance"):
+        jitter_intensity(points[:, :3], 1.0, 0.1, np.random.default_rng(0))
+
+
+def test_augment_frame_sensor_noise_keeps_boxes_and_is_seeded():
+    points, boxes = _scene()
+    points = torch.cat([points] * 50)  # 25k points for the statistics
+    labels = torch.zeros(len(boxes), dtype=torch.int64)
+    plain = AugmentConfig(flip_x=False, rotation_range=(0.0, 0.0), scale_range=(1.0, 1.0))
+    noisy = AugmentConfig(flip_x=False, rotation_range=(0.0, 0.0), scale_range=(1.0, 1.0), point_dropout=0.2,
+                          point_jitter_std=0.01, intensity_gain_range=(0.8, 1.2), intensity_noise_std=0.02)
+    dropped = []
+    for seed in range(40):
+        p, b, lab = augment_frame(points, boxes, labels, noisy, np.random.default_rng(seed))
+        torch.testing.assert_close(b, boxes, rtol=0, atol=0)
+        assert torch.equal(lab, labels) and p.dtype == torch.float32 and p.shape[1] == 4
+        assert float(p[:, 3].min()) >= 0 and float(p[:, 3].max()) <= 1
+        dropped.append(1 - len(p) / len(points))
+    dropped = np.array(dropped)  # uniform in [0, 0.2] per frame: mean 0.1, none above 0.2 (+ binomial noise)
+    assert dropped.max() < 0.2 + 0.01 and dropped.min() < 0.05 and abs(dropped.mean() - 0.1) < 0.03
+    one = augment_frame(points, boxes, labels, noisy, np.random.default_rng(7))
+    two = augment_frame(points, boxes, labels, noisy, np.random.default_rng(7))
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    # off (the default): the same generator state gives exactly the previous augmentation, and nothing else drawn
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    base = augment_frame(points, boxes, labels, AugmentConfig(), rng_a)
+    same = augment_frame(points, boxes, labels, AugmentConfig(intensity_gain_range=(1.0, 1.0)), rng_b)
+    assert all(torch.equal(a, b) for a, b in zip(base, same)) and rng_a.random() == rng_b.random()
+    p, _, _ = augment_frame(points, boxes, labels, plain, np.random.default_rng(0))
+    assert torch.equal(p, points)
+
+
+def test_sensor_noise_config_is_checked():
+    for bad in ({"point_dropout": 1.0}, {"point_dropout": -0.1}, {"point_jitter_std": -1.0},
+                {"intensity_gain_range": (1.2, 0.8)}, {"intensity_noise_std": -0.1}):
+        with pytest.raises(ValueError):
+            AugmentConfig(**bad)

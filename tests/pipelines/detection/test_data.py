@@ -94,3 +94,36 @@ def test_malformed_files_name_the_file(hand_kitti):
     calib.write_text("P2: 1 2 3\n")
     with pytest.raises(InputError, match="calib/000001.txt"):
         ds[1]
+
+
+def test_sensor_noise_init_args_reach_training_items_only(hand_kitti):
+    dm = KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE, point_dropout=0.5,
+                         point_jitter_std=0.02, intensity_gain_range=[0.5, 0.5], intensity_noise_std=0.0,
+                         flip_x=False, rotation_range=[0, 0], scale_range=[1, 1])
+    assert (dm.augment.point_dropout, dm.augment.point_jitter_std) == (0.5, 0.02)
+    assert dm.augment.intensity_gain_range == (0.5, 0.5) and dm.hparams.point_dropout == 0.5
+    dm.setup("fit")
+    clean = dm.datasets["val"].load(0)  # the same frame's file, unaugmented (train and val are copies)
+    torch.manual_seed(0)
+    item = dm.datasets["train"][0]
+    torch.manual_seed(0)
+    again = dm.datasets["train"][0]
+    assert torch.equal(item["points"], again["points"])  # seeded: the same augmentation
+    assert 0 < len(item["points"]) < len(clean["points"])  # up to half dropped
+    assert item["points"].dtype == torch.float32 and item["points"].shape[1] == 4
+    torch.testing.assert_close(item["gt_boxes"], clean["gt_boxes"], rtol=0, atol=0)  # boxes untouched
+    # intensities halved, positions moved by centimetres: match each kept point to its nearest clean point
+    d = torch.cdist(item["points"][:, :3], clean["points"][:, :3])
+    nearest = d.argmin(1)
+    assert float(d.min(1).values.max()) < 0.15
+    torch.testing.assert_close(item["points"][:, 3], clean["points"][nearest, 3] * 0.5, rtol=0, atol=1e-6)
+    val = dm.datasets["val"][0]
+    assert torch.equal(val["points"], clean["points"])  # validation is never augmented
+
+
+def test_bad_sensor_noise_values():
+    for bad, name in (({"point_dropout": 1.5}, "point_dropout"), ({"point_jitter_std": -0.01}, "point_jitter_std"),
+                      ({"intensity_gain_range": [1.2, 0.8]}, "intensity_gain_range"),
+                      ({"intensity_gain_range": [1.0]}, "intensity_gain_range")):
+        with pytest.raises(ValueError, match=f"data.*{name}"):
+            KittiDataModule("x", class_names=["Car"], **bad)
