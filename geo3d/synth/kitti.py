@@ -2,7 +2,7 @@
 
 What is simulated:
 
-- **Scene**: a street with a random heading (+-0.3 rad) on terrain that slopes gently (up to 4 %, drawn per
+- **Scene**: a street with a random heading (+-0.3 rad) on terrain that slopes gently (up to 3 %, drawn per
   frame) with smooth bumps (2-8 cm), the ground 1.73 m below the sensor at the origin (as KITTI). A road of
   random width between raised sidewalks (curbs 8-18 cm high); along both sides building blocks whose facades
   have a frame of floor bands and pillars in front of recessed glass (rays between them enter windows and
@@ -12,7 +12,9 @@ What is simulated:
   returns come from inside the volume and part of the rays pass through. Lorries and buses (0-2 per frame)
   drive in the lanes. None of the clutter is labelled (a car on a lorry is a false positive, as in KITTI's
   evaluation).
-- **Objects**: Car (rows of 3-10 parked along the curbs on either side, plus 2-9 in the lanes), Van (0-2, and
+- **Road edges**: on either side (60 %), segments of guard rail, low wall, hedge strip or grass verge right
+  behind the curb, with gaps: long linear structures with no car beside them.
+- **Objects**: Car (rows of 2-8 parked along the curbs on either side (40 %), plus 2-9 in the lanes), Van (0-2, and
   some in the parked rows), Cyclist (0-2) and Pedestrian (0-4) as low-poly meshes
   (:mod:`geo3d.synth.shapes_kitti`: cars of four body types (sedan, hatchback, wagon, SUV) with a glass cabin
   between roof pillars and seats inside, a van a tall box with a short bonnet, a pedestrian legs in a stride
@@ -88,7 +90,7 @@ IMAGE_SIZE = (1242, 375)  # width, height of KITTI's left colour image
 GROUND_Z = -1.73  # metres, ground height in the LiDAR frame
 MIN_POINTS = 5  # own returns inside the box needed to label an object
 _META = "synth_kitti.json"
-_VERSION = 2  # 2: terrain, facades, vegetation volumes, HDL-64E sensor model
+_VERSION = 4  # 2: terrain, facades, vegetation, HDL-64E sensor model; 3: ray drop tuned to KITTI; 4: road edges
 
 # The calibration of KITTI object frame 000001 (training), written as numbers: camera parameters.
 CALIB = KittiCalib(
@@ -147,7 +149,7 @@ class _Street:
         self.left, self.right = rng.uniform(9.0, 16.0, 2)
         self.road_half = rng.uniform(3.5, min(self.left, self.right) - 2.5)
         self.curb = rng.uniform(0.08, 0.18)
-        self.grade = np.clip(rng.normal(0.0, 0.015, 2), -0.04, 0.04)  # dz/dx, dz/dy
+        self.grade = np.clip(rng.normal(0.0, 0.01, 2), -0.03, 0.03)  # dz/dx, dz/dy
         self.bump_amp = rng.uniform(0.02, 0.08, 3)
         angle = rng.uniform(0, 2 * np.pi, 3)
         self.bump_k = (2 * np.pi / rng.uniform(12.0, 40.0, 3))[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
@@ -268,10 +270,10 @@ def _parked_rows(layout: _Layout, taken: list, rng: np.random.Generator) -> None
     """Rows of cars parked along the curbs, bumper to bumper, facing the traffic on their side."""
     street = layout.street
     for side in (1, -1):
-        if rng.random() > 0.65:
+        if rng.random() > 0.4:
             continue
         u = rng.uniform(-30.0, 25.0)
-        for _ in range(int(rng.integers(3, 11))):
+        for _ in range(int(rng.integers(2, 9))):
             cls = "Van" if rng.random() < 0.1 else "Car"
             l, w, h = _sample_size(rng, cls)
             v = side * (street.road_half - w / 2 - rng.uniform(0.15, 0.45))
@@ -280,6 +282,44 @@ def _parked_rows(layout: _Layout, taken: list, rng: np.random.Generator) -> None
             if rng.random() > 0.1:  # a gap in the row now and then
                 _add_object(layout, taken, rng, cls, x, y, yaw, (l, w, h))
             u += l + rng.uniform(0.6, 3.0)
+
+
+def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
+    """Linear structures right behind the curbs, with no car beside them: guard rails, low walls, hedge strips and
+    grass verges in segments with gaps (real streets have long edges like these; without them every edge in the
+    training scenes is a row of parked cars, and a detector learns that a line along the road is cars)."""
+    street, volumes = layout.street, layout.volumes
+    for side in (1, -1):
+        if rng.random() > 0.6:
+            continue
+        u = rng.uniform(-40.0, 10.0)
+        while u < 70.0:
+            length = rng.uniform(5.0, 30.0)
+            offset = street.road_half + rng.uniform(0.2, 0.8)
+            front = street.left if side > 0 else street.right
+            depth = min(rng.uniform(0.3, 2.5), front - offset - 0.3)
+            v = side * (offset + depth / 2)
+            x, y = street.to_lidar(u + length / 2, v)
+            kind = rng.random()
+            if depth > 0.2 and kind < 0.85 and _place(taken, x, y, length, depth, street.phi):
+                z = float(street.surface_z(x, y))
+                if kind < 0.25:  # guard rail: posts and a rail
+                    rail = shapes.fence(length, rng.uniform(0.6, 0.9), rng)
+                    layout.clutter.append(rail.placed(street.phi, (x, y, z)))
+                elif kind < 0.45:  # low wall
+                    height = rng.uniform(0.3, 1.1)
+                    wall = shapes.box(-length / 2, length / 2, -depth / 4, depth / 4, 0.0, height,
+                                      float(rng.uniform(0.15, 0.6)))
+                    layout.clutter.append(wall.placed(street.phi, (x, y, z)))
+                elif kind < 0.65:  # hedge strip
+                    height = rng.uniform(0.6, 1.6)
+                    volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
+                                rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+                else:  # grass verge, bushes in it now and then
+                    height = rng.uniform(0.1, 0.4)
+                    volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
+                                rng.uniform(6.0, 15.0), rng.uniform(0.2, 0.5))
+            u += length + rng.uniform(0.0, 10.0)
 
 
 def _large_vehicles(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
@@ -342,6 +382,7 @@ def _layout(rng: np.random.Generator) -> _Layout:
     taken = [_footprint(*_EGO)]
     _parked_rows(layout, taken, rng)
     _large_vehicles(layout, taken, rng)
+    _road_edges(layout, taken, rng)
     counts = {"Car": rng.integers(2, 10), "Van": rng.integers(0, 3), "Cyclist": rng.integers(0, 3),
               "Pedestrian": rng.integers(0, 5)}
     for cls, count in counts.items():

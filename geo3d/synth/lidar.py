@@ -76,10 +76,10 @@ class LidarSpec:
     dropout: tuple[float, float] = (0.01, 0.04)
     elevation_jitter_deg: float = 0.03
     azimuth_jitter_deg: float = 0.01
-    p50: float = 2.5e-5
-    p_sigma: float = 0.9
+    p50: float = 1.6e-5
+    p_sigma: float = 0.7
     glass_transmit: float = 0.6
-    glass_reflect: float = 0.1
+    glass_reflect: float = 0.2
     divergence_deg: float = 0.12
     mixed_min_gap: float = 0.3
     mixed_prob: float = 0.5
