@@ -90,7 +90,7 @@ IMAGE_SIZE = (1242, 375)  # width, height of KITTI's left colour image
 GROUND_Z = -1.73  # metres, ground height in the LiDAR frame
 MIN_POINTS = 5  # own returns inside the box needed to label an object
 _META = "synth_kitti.json"
-_VERSION = 4  # 2: terrain, facades, vegetation, HDL-64E sensor model; 3: ray drop tuned to KITTI; 4: road edges
+_VERSION = 5  # 2: terrain, facades, vegetation, HDL-64E sensor model; 3: ray drop tuned; 4: road edges; 5: sparser hedges
 
 # The calibration of KITTI object frame 000001 (training), written as numbers: camera parameters.
 CALIB = KittiCalib(
@@ -303,18 +303,18 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
             kind = rng.random()
             if depth > 0.2 and kind < 0.85 and _place(taken, x, y, length, depth, street.phi):
                 z = float(street.surface_z(x, y))
-                if kind < 0.25:  # guard rail: posts and a rail
+                if kind < 0.2:  # guard rail: posts and a rail
                     rail = shapes.fence(length, rng.uniform(0.6, 0.9), rng)
                     layout.clutter.append(rail.placed(street.phi, (x, y, z)))
-                elif kind < 0.45:  # low wall
+                elif kind < 0.35:  # low wall
                     height = rng.uniform(0.3, 1.1)
                     wall = shapes.box(-length / 2, length / 2, -depth / 4, depth / 4, 0.0, height,
                                       float(rng.uniform(0.15, 0.6)))
                     layout.clutter.append(wall.placed(street.phi, (x, y, z)))
-                elif kind < 0.65:  # hedge strip
+                elif kind < 0.65:  # hedge strip, often sparse enough to see into
                     height = rng.uniform(0.6, 1.6)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
-                                rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+                                rng.uniform(1.0, 6.0), rng.uniform(0.15, 0.45))
                 else:  # grass verge, bushes in it now and then
                     height = rng.uniform(0.1, 0.4)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
@@ -366,7 +366,7 @@ def _vegetation(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
         z = float(street.surface_z(x, y))
         height = radius * rng.uniform(0.7, 1.3)
         volumes.add((x, y, z + height * 0.9), (radius, radius * rng.uniform(0.7, 1.0), height),
-                    rng.uniform(-np.pi, np.pi), False, rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+                    rng.uniform(-np.pi, np.pi), False, rng.uniform(1.0, 6.0), rng.uniform(0.15, 0.45))
     for _ in range(int(rng.integers(3, 11))):
         mesh = shapes.pole(rng)
         radius = float(np.linalg.norm(mesh.vertices[:, :2], axis=1).max())  # any yaw stays inside
@@ -443,7 +443,7 @@ def _buildings(rng: np.random.Generator, street: _Street, volumes: ScatterVolume
                 thickness, height = rng.uniform(0.6, 1.2), rng.uniform(0.8, 2.0)
                 cx, cy = street.to_lidar(u + length / 2, side * (offset + thickness / 2))
                 volumes.add((cx, cy, z + 0.5 + height / 2), (length / 2, thickness / 2, height / 2), yaw, True,
-                            rng.uniform(3.0, 8.0), rng.uniform(0.15, 0.45))
+                            rng.uniform(1.0, 6.0), rng.uniform(0.15, 0.45))
                 mesh = None
             else:
                 mesh = shapes.building(length, rng.uniform(6.0, 14.0), rng.uniform(3.0, 18.0) + 0.5,
