@@ -566,3 +566,31 @@ def _as_points(points, name: str) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"{name}: expected shape (N, 3), got {points.shape}")
     return points
+
+
+def find_kitti_frames(folder: str | os.PathLike) -> tuple[Path, str, list[str]]:
+    """Find the frames of a KITTI object folder.
+
+    Args:
+        folder: a ``training``-style folder holding ``velodyne/``, ``calib/``, ``label_2/``, or its parent.
+
+    Returns:
+        ``(root, split_dir, frame_ids)``: ``root / split_dir`` holds the files; ids sorted.
+
+    Raises:
+        InputError: no ``velodyne/`` folder, or no ``.bin`` scan in it.
+    """
+    folder = Path(folder)
+    if (folder / "velodyne").is_dir():
+        root, split_dir = folder.parent, folder.name
+    elif (folder / "training" / "velodyne").is_dir():
+        root, split_dir = folder, "training"
+    else:
+        if not folder.exists():
+            raise InputError(folder, "folder not found (expected a KITTI training folder)")
+        raise InputError(folder, "not a KITTI object folder: expected velodyne/, calib/ and label_2/ in it "
+                                 "(or in its training/ folder)")
+    ids = sorted(p.stem for p in (root / split_dir / "velodyne").glob("*.bin"))
+    if not ids:
+        raise InputError(root / split_dir / "velodyne", "no .bin scans")
+    return root, split_dir, ids

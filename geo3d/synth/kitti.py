@@ -90,7 +90,7 @@ IMAGE_SIZE = (1242, 375)  # width, height of KITTI's left colour image
 GROUND_Z = -1.73  # metres, ground height in the LiDAR frame
 MIN_POINTS = 5  # own returns inside the box needed to label an object
 _META = "synth_kitti.json"
-_VERSION = 5  # 2: terrain, facades, vegetation, HDL-64E sensor model; 3: ray drop tuned; 4: road edges; 5: sparser hedges
+_VERSION = 5  # 2: terrain, facades, vegetation, HDL-64E model; 3: ray drop tuned; 4: road edges; 5: sparse hedges
 
 # The calibration of KITTI object frame 000001 (training), written as numbers: camera parameters.
 CALIB = KittiCalib(

@@ -41,9 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
-from geo3d.io.kitti import objects_to_boxes_lidar, points_in_image_fov, read_frame
+from geo3d.io.kitti import find_kitti_frames, objects_to_boxes_lidar, points_in_image_fov, read_frame
 from geo3d.types.boxes import points_in_boxes
 
 RANGE_BINS = np.arange(0.0, 82.0, 2.0)
@@ -55,28 +54,6 @@ HISTOGRAMS = {"range_m": RANGE_BINS, "height_m": HEIGHT_BINS, "intensity": INTEN
 DISTANCE_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 40.0), (40.0, 60.0))
 FIT_DISTANCES = (10.0, 20.0, 40.0)
 FLAG = 0.25  # relative difference flagged in the table
-
-
-def kitti_frames(folder: str | os.PathLike) -> tuple[Path, str, list[str]]:
-    """``(root, split_dir, frame_ids)`` of a KITTI ``training``-style folder or its parent (ids sorted).
-
-    Raises:
-        InputError: no ``velodyne/`` folder with ``.bin`` scans.
-    """
-    folder = Path(folder)
-    if (folder / "velodyne").is_dir():
-        root, split_dir = folder.parent, folder.name
-    elif (folder / "training" / "velodyne").is_dir():
-        root, split_dir = folder, "training"
-    elif not folder.exists():
-        raise InputError(folder, "folder not found (expected a KITTI training folder)")
-    else:
-        raise InputError(folder, "not a KITTI object folder: expected velodyne/, calib/ and label_2/ in it "
-                                 "(or in its training/ folder)")
-    ids = sorted(p.stem for p in (root / split_dir / "velodyne").glob("*.bin"))
-    if not ids:
-        raise InputError(root / split_dir / "velodyne", "no .bin scans")
-    return root, split_dir, ids
 
 
 def ground_candidates(points: np.ndarray, cell: float = 2.0, min_range: float = 3.0, max_range: float = 40.0,
@@ -241,7 +218,7 @@ def dataset_statistics(folder: str | os.PathLike, frames: int | None = None, car
     """
     from tqdm import tqdm
 
-    root, split_dir, ids = kitti_frames(folder)
+    root, split_dir, ids = find_kitti_frames(folder)
     if frames is not None:
         if frames < 1:
             raise ValueError(f"frames: expected at least 1, got {frames}")

@@ -44,7 +44,7 @@ import torch
 
 from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_path, atomic_write_text
-from geo3d.io.kitti import objects_to_boxes_lidar, points_in_image_fov
+from geo3d.io.kitti import find_kitti_frames, objects_to_boxes_lidar, points_in_image_fov
 from ops.boxes import boxes_iou_bev
 from pipelines.detection.data import KittiDetectionDataset, boxes_in_range, collate_frames
 from pipelines.detection.module import SecondDetector
@@ -86,34 +86,6 @@ def load_detector(path: str | os.PathLike) -> SecondDetector:
         first = (str(err).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"not a SecondDetector checkpoint ({type(err).__name__}: {first})") from None
     return model.eval()
-
-
-def resolve_kitti_folder(folder: str | os.PathLike) -> tuple[Path, str, list[str]]:
-    """Find the frames of a KITTI object folder.
-
-    Args:
-        folder: a ``training``-style folder holding ``velodyne/``, ``calib/``, ``label_2/``, or its parent.
-
-    Returns:
-        ``(root, split_dir, frame_ids)``: ``root / split_dir`` holds the files; ids sorted.
-
-    Raises:
-        InputError: no ``velodyne/`` folder, or no ``.bin`` scan in it.
-    """
-    folder = Path(folder)
-    if (folder / "velodyne").is_dir():
-        root, split_dir = folder.parent, folder.name
-    elif (folder / "training" / "velodyne").is_dir():
-        root, split_dir = folder, "training"
-    else:
-        if not folder.exists():
-            raise InputError(folder, "folder not found (expected a KITTI training folder)")
-        raise InputError(folder, "not a KITTI object folder: expected velodyne/, calib/ and label_2/ in it "
-                                 "(or in its training/ folder)")
-    ids = sorted(p.stem for p in (root / split_dir / "velodyne").glob("*.bin"))
-    if not ids:
-        raise InputError(root / split_dir / "velodyne", "no .bin scans")
-    return root, split_dir, ids
 
 
 def _dontcare_share(boxes_2d: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -344,7 +316,7 @@ def evaluate_real_frames(
         raise ValueError(f"score_thresh: expected a score in (0, 1), got {score_thresh}")
     if not 0.0 < iou_thresh <= 1.0:
         raise ValueError(f"iou_thresh: expected an IoU in (0, 1], got {iou_thresh}")
-    root, split_dir, ids = resolve_kitti_folder(folder)
+    root, split_dir, ids = find_kitti_frames(folder)
     pcr = list(model.point_cloud_range)
     dataset = KittiDetectionDataset(root, ids, model.class_names, pcr, fov_only=fov_only, require_labels=True,
                                     split_dir=split_dir)

@@ -40,3 +40,19 @@ def xvfb():
     yield f":{number}"
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture
+def stop_window():
+    """``stop_window(process)``: SIGTERM a window process and wait; its exit code, None when it had to be killed."""
+    return _stop_window
+
+
+def _stop_window(process: subprocess.Popen, timeout: float = 15.0) -> int | None:
+    process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None

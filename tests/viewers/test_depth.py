@@ -353,7 +353,7 @@ def test_bad_depth_input_is_one_line_naming_the_file(tmp_path, capsys, monkeypat
 
 # ------------------------------------------------------------------------------------- interactive window
 
-def test_window_shows_the_depth_points_and_closes_cleanly(plane_files, xvfb):
+def test_window_shows_the_depth_points_and_closes_cleanly(plane_files, xvfb, stop_window):
     from PIL import ImageGrab
 
     plane, rgb = plane_files
@@ -379,11 +379,5 @@ def test_window_shows_the_depth_points_and_closes_cleanly(plane_files, xvfb):
         assert window.poll() is None, f"the window process exited: {window.stderr.read().decode()[-2000:]}"
         assert red_blue > 200, "no depth points visible in the window within 60 s"
     finally:
-        window.terminate()
-        try:
-            code = window.wait(15)
-        except subprocess.TimeoutExpired:
-            window.kill()
-            window.wait()
-            code = None
+        code = stop_window(window)
     assert code is not None, "the window did not close on SIGTERM within 15 s"

@@ -137,7 +137,7 @@ def test_view_gaussians_headless_png(splat_file, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------- interactive window
 
-def test_window_shows_the_gaussians_and_closes_cleanly(splat_file, xvfb):
+def test_window_shows_the_gaussians_and_closes_cleanly(splat_file, xvfb, stop_window):
     from PIL import ImageGrab
 
     script = textwrap.dedent(f"""
@@ -161,11 +161,5 @@ def test_window_shows_the_gaussians_and_closes_cleanly(splat_file, xvfb):
         assert window.poll() is None, f"the window process exited: {window.stderr.read().decode()[-2000:]}"
         assert red_blue > 200, "no Gaussians visible in the window within 60 s"
     finally:
-        window.terminate()
-        try:
-            code = window.wait(15)
-        except subprocess.TimeoutExpired:
-            window.kill()
-            window.wait()
-            code = None
+        code = stop_window(window)
     assert code is not None, "the window did not close on SIGTERM within 15 s"

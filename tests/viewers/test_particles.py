@@ -138,7 +138,7 @@ def test_show_animation_hands_time_tagged_frames_to_open3d(rollout_file, monkeyp
     assert np.allclose(np.diff(times), seen["animation_time_step"]) and seen["animation_time_step"] == 2 * anim.dt
 
 
-def test_window_plays_the_animation_and_closes_cleanly(rollout_file, xvfb):
+def test_window_plays_the_animation_and_closes_cleanly(rollout_file, xvfb, stop_window):
     from PIL import ImageGrab
 
     script = textwrap.dedent(f"""
@@ -161,11 +161,5 @@ def test_window_plays_the_animation_and_closes_cleanly(rollout_file, xvfb):
         assert window.poll() is None, f"the window process exited: {window.stderr.read().decode()[-2000:]}"
         assert len(shots) == 2, "no particles seen moving in the window within 90 s"
     finally:
-        window.terminate()
-        try:
-            code = window.wait(15)
-        except subprocess.TimeoutExpired:
-            window.kill()
-            window.wait()
-            code = None
+        code = stop_window(window)
     assert code is not None, "the window did not close on SIGTERM within 15 s"

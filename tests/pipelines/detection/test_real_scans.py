@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from geo3d.errors import InputError
-from geo3d.io.kitti import KittiObject, objects_to_boxes_lidar, read_frame
+from geo3d.io.kitti import KittiObject, find_kitti_frames, objects_to_boxes_lidar, read_frame
 from geo3d.types import Boxes3D
 from pipelines.detection.module import SecondDetector
 from pipelines.detection.real_scans import (
@@ -23,7 +23,6 @@ from pipelines.detection.real_scans import (
     classify_frame,
     evaluate_real_frames,
     load_detector,
-    resolve_kitti_folder,
 )
 
 from .conftest import CALIB, car_label
@@ -149,9 +148,9 @@ def test_evaluate_real_frames_on_the_shared_frames(shared_data, tmp_path):
 
 def test_bad_input_is_an_input_error(hand_kitti, tmp_path):
     with pytest.raises(InputError, match="not a KITTI object folder"):
-        resolve_kitti_folder(hand_kitti / "training" / "calib")
+        find_kitti_frames(hand_kitti / "training" / "calib")
     with pytest.raises(InputError, match="folder not found"):
-        resolve_kitti_folder(tmp_path / "missing")
+        find_kitti_frames(tmp_path / "missing")
     (hand_kitti / "training" / "label_2" / "000001.txt").unlink()
     with pytest.raises(InputError, match="label_2"):
         evaluate_real_frames(_tiny_model(), hand_kitti, None, progress=False)
