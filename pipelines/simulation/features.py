@@ -208,6 +208,19 @@ def velocity_features(history: torch.Tensor, normalizer: Normalizer) -> torch.Te
     return v.permute(1, 0, 2).reshape(history.shape[1], -1)
 
 
+def load_statistics(model: torch.nn.Module, normalizer: Normalizer, radius: float) -> None:
+    """Copy a dataset's normaliser statistics and connectivity radius (metres) into a model's ``normalizer`` and
+    ``radius`` buffers (GNS and GIOROM), so that checkpoints carry them.
+
+    Raises:
+        ValueError: the normaliser's number of axes is not the model's ``dim``.
+    """
+    if normalizer.dim != model.dim:
+        raise ValueError(f"{type(model).__name__}: normalizer has {normalizer.dim} axes, the model {model.dim}")
+    model.normalizer.load_state_dict(normalizer.state_dict())
+    model.radius.fill_(float(radius))
+
+
 def node_features(history: torch.Tensor, type_features: torch.Tensor, bounds: torch.Tensor, radius: float,
                   normalizer: Normalizer) -> torch.Tensor:
     """GNS node features: standardised velocities, wall distances and the particle-type features, concatenated.

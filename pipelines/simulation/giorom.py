@@ -66,6 +66,7 @@ from pipelines.simulation.features import (
     KINEMATIC_TYPE,
     Normalizer,
     edge_features,
+    load_statistics,
     next_position,
     node_features,
     velocities,
@@ -267,11 +268,8 @@ class GIOROM(nn.Module):
         self.decoder = MLP(kernel_width + query_latent, query_latent, dim, query_layers, layer_norm=False)
 
     def set_statistics(self, normalizer: Normalizer, radius: float) -> None:
-        """Copy a dataset's normaliser statistics and connectivity radius into the buffers."""
-        if normalizer.dim != self.dim:
-            raise ValueError(f"GIOROM: normalizer has {normalizer.dim} axes, the model {self.dim}")
-        self.normalizer.load_state_dict(normalizer.state_dict())
-        self.radius.fill_(float(radius))
+        """Copy a dataset's normaliser statistics and connectivity radius into the buffers (:func:`load_statistics`)."""
+        load_statistics(self, normalizer, radius)
 
     # --- stages ---------------------------------------------------------------------------------------------------
 

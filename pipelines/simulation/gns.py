@@ -37,6 +37,7 @@ from pipelines.simulation.features import (
     KINEMATIC_TYPE,
     Normalizer,
     edge_features,
+    load_statistics,
     next_position,
     node_features,
 )
@@ -85,11 +86,8 @@ class GNS(nn.Module):
         self.net = EncodeProcessDecode(node_in, dim + 1, latent, steps, dim, mlp_layers)
 
     def set_statistics(self, normalizer: Normalizer, radius: float) -> None:
-        """Copy a dataset's normaliser statistics and connectivity radius into the buffers."""
-        if normalizer.dim != self.dim:
-            raise ValueError(f"GNS: normalizer has {normalizer.dim} axes, the model {self.dim}")
-        self.normalizer.load_state_dict(normalizer.state_dict())
-        self.radius.fill_(float(radius))
+        """Copy a dataset's normaliser statistics and connectivity radius into the buffers (:func:`load_statistics`)."""
+        load_statistics(self, normalizer, radius)
 
     def graph(self, history: torch.Tensor, particle_types: torch.Tensor, bounds: torch.Tensor,
               batch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
