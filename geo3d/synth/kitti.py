@@ -58,7 +58,6 @@ resumes by skipping frames whose files all exist.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -70,8 +69,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from geo3d.errors import InputError
-from geo3d.io.atomic import atomic_path, atomic_write_text
+from geo3d.io.atomic import atomic_path, claim_folder
 from geo3d.io.kitti import (
     KittiCalib,
     KittiObject,
@@ -698,8 +696,9 @@ def generate_kitti(out_dir: str | os.PathLike, frames: int, val_frames: int, see
     if frames < 0 or val_frames < 0:
         raise ValueError(f"frames and val_frames must be >= 0, got {frames} and {val_frames}")
     out = Path(out_dir)
-    _claim(out, {"generator": "geo3d.synth.kitti", "version": _VERSION, "seed": int(seed), "frames": int(frames),
-                 "val_frames": int(val_frames)})
+    meta = {"generator": "geo3d.synth.kitti", "version": _VERSION, "seed": int(seed), "frames": int(frames),
+            "val_frames": int(val_frames)}
+    claim_folder(out / _META, meta, any((out / "training" / "velodyne").glob("*.bin")), "geo3d synth kitti")
     train_seq, val_seq = np.random.SeedSequence(seed).spawn(2)
     seeds = train_seq.spawn(frames) + val_seq.spawn(val_frames)
     ids = [f"{i:06d}" for i in range(frames + val_frames)]
@@ -719,18 +718,3 @@ def generate_kitti(out_dir: str | os.PathLike, frames: int, val_frames: int, see
     write_split(out / "ImageSets" / "train.txt", ids[:frames])
     write_split(out / "ImageSets" / "val.txt", ids[frames:])
     return out
-
-
-def _claim(out: Path, meta: dict) -> None:
-    """Record the generation parameters in ``out``, refusing a folder made with other ones."""
-    meta_path = out / _META
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old != meta:
-            raise InputError(meta_path, f"this folder was generated with {old}, not {meta}: use another "
-                                        "folder or delete this one")
-        return
-    if any((out / "training" / "velodyne").glob("*.bin")):
-        raise InputError(out, f"holds KITTI files without {_META} (not written by geo3d synth kitti): "
-                              "use an empty folder")
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
