@@ -21,6 +21,7 @@ import torch
 
 from geo3d.synth.depth import generate_depth
 from geo3d.synth.rgbd import shared_data_dir
+from pipelines.timed_fit import timed_fit
 
 DEMO_PATTERNS = ("random:0.007", "lidar:16", "keypoints:sift")
 
@@ -39,14 +40,9 @@ def run_depth_demo(out_dir: str | os.PathLike, seconds: float = 60.0) -> dict:
     pl.seed_everything(0, verbose=False)
     data = DepthDataModule(str(out / "train"), str(out / "val"), crop=(96, 320), batch_size=4)
     model = DepthCompletion(base_channels=8, sparse_channels=8, lr=3e-3)
-    trainer = pl.Trainer(max_steps=10_000, max_time={"seconds": seconds}, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(model, data)
-    train_seconds = time.perf_counter() - start
+    train_steps, train_seconds = timed_fit(model, data, seconds, max_steps=10_000, accelerator="cpu")
     model.eval()
-    metrics: dict = {"train_steps": trainer.global_step, "train_seconds": round(train_seconds, 1)}
+    metrics: dict = {"train_steps": train_steps, "train_seconds": round(train_seconds, 1)}
     held_out = DepthFrames(out / "val", DEMO_PATTERNS, repeat=True)
     sums: dict[tuple[str, str], list[float]] = {}
     for i in range(len(held_out)):
@@ -89,7 +85,7 @@ def run_depth_demo(out_dir: str | os.PathLike, seconds: float = 60.0) -> dict:
                                           out / "synthetic_lidar16.png", gt=item["gt"][0],
                                           uncertainty=uncertainty(result)[0, 0]))
     text = (f"`geo3d synth depth` wrote 48 training and 3 held-out frames (96 x 320); the depth-completion network "
-            f"(base 8 channels) trained {trainer.global_step} steps in {train_seconds:.0f} s, a smoke-sized run: "
+            f"(base 8 channels) trained {train_steps} steps in {train_seconds:.0f} s, a smoke-sized run: "
             "the 20-minute model of `configs/depth/omni_tiny_cpu.yaml` and its benchmark are in the README. "
             "RMSE per pattern on the held-out frames (`rmse_m/<pattern>/<method>`), and the real KITTI frame "
             "completed from its LiDAR by the model and by IP-Basic.")

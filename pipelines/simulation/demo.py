@@ -24,6 +24,7 @@ import torch
 
 from geo3d.synth.particles import generate_particles
 from geo3d.synth.rgbd import shared_data_dir
+from pipelines.timed_fit import timed_fit
 
 
 def _shared_sample_check() -> str:
@@ -66,12 +67,7 @@ def run_simulation_demo(out_dir: str | os.PathLike, seconds: float = 50.0) -> di
     data = SimulationDataModule(str(data_dir), batch_size=2, noise_std=1e-4, num_workers=0)
     model = GIOROMModule(dim=2, latent=64, steps=4, num_samples=0.125, lr=1e-3, lr_final=1e-4)
     max_steps = 1500
-    trainer = pl.Trainer(max_steps=max_steps, max_time={"seconds": seconds}, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(model, data)
-    train_seconds = time.perf_counter() - start
+    train_steps, train_seconds = timed_fit(model, data, seconds, max_steps=max_steps, accelerator="cpu")
     model.eval()
     data.setup("test")
     trajectory = data.test_set[0]
@@ -86,7 +82,7 @@ def run_simulation_demo(out_dir: str | os.PathLike, seconds: float = 50.0) -> di
     gif = render_gif(load_animation(rollout_file), out.parent / "simulation_rollout.gif", width=720,
                      max_frames=50, fps=12, progress=False)
 
-    metrics: dict = {"generate_seconds": round(generate_seconds, 1), "train_steps": trainer.global_step,
+    metrics: dict = {"generate_seconds": round(generate_seconds, 1), "train_steps": train_steps,
                      "train_seconds": round(train_seconds, 1), "rollout_steps": steps,
                      "rollout_seconds": round(rollout_seconds, 2)}
     for key in ("mse_1", "mse_5", "mse_20", "mse_full", "chamfer", "ekin_error"):
@@ -97,7 +93,7 @@ def run_simulation_demo(out_dir: str | os.PathLike, seconds: float = 50.0) -> di
     text = (
         f"`geo3d synth particles`: 8 trajectories of {n} elastic particles x 100 frames (2D MLS-MPM) in "
         f"{generate_seconds:.1f} s. GIOROM (processor on {samples} farthest-point samples, query stage at all {n} "
-        f"particles) trained {trainer.global_step} steps in {train_seconds:.0f} s: a smoke-sized run; the README's "
+        f"particles) trained {train_steps} steps in {train_seconds:.0f} s: a smoke-sized run; the README's "
         f"numbers come from `configs/simulation/giorom_elastic_tiny_cpu.yaml` (15 minutes, 20 x 2000 particles). "
         f"The held-out trajectory rolled out {steps} steps in {rollout_seconds:.1f} s: 20-step position MSE "
         f"{ours['mse_20']:.3g} m^2 against the constant-velocity baseline's {baseline['mse_20']:.3g} "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,6 +26,7 @@ from pipelines.splatting.module import (
     LearningRates,
     LossWeights,
 )
+from pipelines.timed_fit import timed_fit
 
 # Training cost per step at 96 x 96 with ~10k Gaussians on the 2-core reference machine: measured 0.05 s idle;
 # max_time stops a slower machine anyway.
@@ -53,12 +53,7 @@ def run_splatting_demo(out_dir: str | os.PathLike, max_seconds: float = 75.0, re
         loss=LossWeights(mask=0.5, random_background=True), sh_degree=0, export_dir=str(out / "model"),
     )
     pl.seed_everything(seed, verbose=False)
-    trainer = pl.Trainer(max_steps=steps, max_time={"seconds": max_seconds}, accelerator="auto", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    seconds = time.perf_counter() - start
+    _, seconds = timed_fit(model, dm, max_seconds, max_steps=steps)
     summary = json.loads((out / "model" / "test_metrics.json").read_text())
     mean = summary["mean"]
     metrics = {
