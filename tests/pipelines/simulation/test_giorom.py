@@ -78,21 +78,14 @@ def _model(dim: int = 2, **kwargs) -> GIOROM:
     return model
 
 
-def _history(n: int, dim: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    start = torch.rand(n, dim, generator=g, dtype=torch.float64)
-    steps = torch.randn(HISTORY - 1, n, dim, generator=g, dtype=torch.float64) * 0.01
-    return torch.cat([start[None], start + torch.cumsum(steps, 0)])
-
-
-def test_query_stage_is_discretization_agnostic():
+def test_query_stage_is_discretization_agnostic(random_history):
     model = _model(num_samples=30)
-    history, types = _history(200, 2), torch.arange(200) % 3
+    history, types = random_history(200, 2), torch.arange(200) % 3
     bounds = torch.tensor([[-0.1, 1.1]] * 2, dtype=torch.float64)
     samples = model.sample(history[-1])
     assert samples.shape == (30,)
     s = int(samples[4])  # a query point that coincides with a sample
-    others = _history(50, 2, seed=9)  # unrelated query points
+    others = random_history(50, 2, seed=9)  # unrelated query points
     with torch.no_grad():
         full = model.predict_acceleration(history, types, bounds, sample_index=samples)
         alone = model.predict_acceleration(history, types, bounds, history[:, [s]], query_types=types[[s]],
@@ -122,12 +115,12 @@ def test_query_stage_is_discretization_agnostic():
 
 
 @pytest.mark.parametrize("dim", [2, 3])
-def test_translation_invariance_and_shapes(dim):
+def test_translation_invariance_and_shapes(dim, random_history):
     model = _model(dim, num_samples=0.25)
-    history, types = _history(120, dim), torch.arange(120) % 3
+    history, types = random_history(120, dim), torch.arange(120) % 3
     bounds = torch.tensor([[-0.1, 1.1]] * dim, dtype=torch.float64)
     shift = torch.tensor([3.7, -12.25, 0.5][:dim], dtype=torch.float64)
-    queries = _history(17, dim, seed=5)
+    queries = random_history(17, dim, seed=5)
     with torch.no_grad():
         acc = model.predict_acceleration(history, types, bounds, queries)
         moved = model.predict_acceleration(history + shift, types, bounds + shift[:, None], queries + shift)
@@ -141,9 +134,9 @@ def test_translation_invariance_and_shapes(dim):
     assert GIOROM(dim, sparse_radius=0.3).sparse_radius(2000, 10) == 0.3
 
 
-def test_batched_items_equal_separate_ones():
+def test_batched_items_equal_separate_ones(random_history):
     model = _model(num_samples=0.3)
-    a, b = _history(40, 2, seed=1), _history(30, 2, seed=2) + 5.0
+    a, b = random_history(40, 2, seed=1), random_history(30, 2, seed=2) + 5.0
     ta, tb = torch.zeros(40, dtype=torch.int64), torch.ones(30, dtype=torch.int64)
     ba = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
     sa, sb = model.sample(a[-1]), model.sample(b[-1])

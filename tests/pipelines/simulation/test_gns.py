@@ -72,17 +72,10 @@ def _model(dim: int = 2) -> GNS:
     return model
 
 
-def _history(n: int, dim: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    start = torch.rand(n, dim, generator=g, dtype=torch.float64)
-    steps = torch.randn(HISTORY - 1, n, dim, generator=g, dtype=torch.float64) * 0.01
-    return torch.cat([start[None], start + torch.cumsum(steps, 0)])
-
-
 @pytest.mark.parametrize("dim", [2, 3])
-def test_gns_is_translation_invariant(dim):
+def test_gns_is_translation_invariant(dim, random_history):
     model = _model(dim)
-    history = _history(30, dim)
+    history = random_history(30, dim)
     types = torch.arange(30) % 3
     bounds = torch.tensor([[-0.1, 1.1]] * dim, dtype=torch.float64)
     acc = model.predict_acceleration(history, types, bounds)
@@ -95,9 +88,9 @@ def test_gns_is_translation_invariant(dim):
     assert torch.allclose(nxt, 2 * history[-1] - history[-2] + acc)
 
 
-def test_batched_graphs_equal_separate_ones():
+def test_batched_graphs_equal_separate_ones(random_history):
     model = _model()
-    a, b = _history(10, 2, seed=1), _history(7, 2, seed=2) + 5.0  # far apart: no cross edges anyway
+    a, b = random_history(10, 2, seed=1), random_history(7, 2, seed=2) + 5.0  # far apart: no cross edges anyway
     ta, tb = torch.zeros(10, dtype=torch.int64), torch.ones(7, dtype=torch.int64)
     ba = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
     bb = ba + 5.0
@@ -185,7 +178,7 @@ def test_tiny_config_parses():
     assert exit_info.value.code == 0
 
 
-def test_failed_rollouts_log_inf_and_bad_inputs_raise(tmp_path):
+def test_failed_rollouts_log_inf_and_bad_inputs_raise(tmp_path, random_history):
     dm = SimulationDataModule(str(_dataset(tmp_path)))
     module = GNSModule(latent=8, steps=1, val_rollout_steps=7)
     module.model.step = lambda history, *args: torch.full_like(history[-1], float("nan"))
@@ -199,4 +192,4 @@ def test_failed_rollouts_log_inf_and_bad_inputs_raise(tmp_path):
         trainer.validate(GNSModule(dim=3, latent=8, steps=1), dm)
     model = _model()
     with pytest.raises(InputError, match=r"particle types must lie in \[0, 9\)"):
-        model.predict_acceleration(_history(4, 2), torch.tensor([0, 1, 9, 2]), torch.tensor([[0.0, 1.0]] * 2))
+        model.predict_acceleration(random_history(4, 2), torch.tensor([0, 1, 9, 2]), torch.tensor([[0.0, 1.0]] * 2))
