@@ -4,7 +4,10 @@ As in OpenPCDet's ``AnchorHeadTemplate``: every term is normalised by the number
 of its frame (at least 1) and averaged over the batch. With the residual angle encoding the yaw term
 uses the sin-difference trick (``sin(a - b) = sin a cos b - cos a sin b``) so that boxes off by pi are
 not penalised: the direction classifier resolves the heading instead. The focal loss is torchvision's
-formula written in a few lines (torchvision is not a dependency).
+formula written in a few lines (torchvision is not a dependency). Optional hard-negative weighting multiplies the
+classification loss of the background anchors that currently score above a threshold (online hard-negative
+mining as a weight: the focal loss already fades easy negatives; this stresses the ones that would be false
+positives at the reporting threshold).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def detection_losses(
     box_weight: float = 2.0,
     dir_weight: float = 0.2,
     smooth_l1_beta: float = 1.0 / 9.0,
+    hard_negative_weight: float = 1.0,
+    hard_negative_score: float = 0.3,
 ) -> dict[str, torch.Tensor]:
     """Weighted SECOND losses for a batch.
 
@@ -79,6 +84,10 @@ def detection_losses(
         sin_difference: apply the sin-difference trick to the last code entry (residual yaw).
         cls_weight, box_weight, dir_weight: term weights (OpenPCDet: 1.0, 2.0, 0.2).
         smooth_l1_beta: smooth-L1 transition point.
+        hard_negative_weight: factor on the classification loss of every background anchor whose score (the
+            sigmoid of its largest logit, not differentiated) is at least ``hard_negative_score``: the negatives a
+            detector would report at that threshold. 1 disables it.
+        hard_negative_score: score from which a background anchor counts as a hard negative.
 
     Returns:
         ``loss`` (scalar total) and the unweighted-by-term scalars ``loss_cls``, ``loss_box``, ``loss_dir``.
@@ -91,6 +100,10 @@ def detection_losses(
     num_classes = preds["cls"].shape[-1]
     one_hot = F.one_hot(labels.clamp(min=0), num_classes + 1)[..., 1:].to(preds["cls"].dtype)
     cls_w = cared.to(preds["cls"].dtype) / num_pos
+    if hard_negative_weight != 1.0:
+        scores = torch.sigmoid(preds["cls"].detach()).amax(-1)  # (B, N)
+        hard = (labels == 0) & (scores >= hard_negative_score)
+        cls_w = torch.where(hard, cls_w * hard_negative_weight, cls_w)
     loss_cls = (sigmoid_focal_loss(preds["cls"], one_hot).sum(-1) * cls_w).sum() / batch_size
 
     pred_box, target_box = preds["box"], box_targets

@@ -65,6 +65,9 @@ class SecondDetector(pl.LightningModule):
         num_dir_bins: direction classifier bins (0 disables it).
         dir_offset: direction-bin offset, radians.
         loss_weights: ``[classification, box, direction]`` weights.
+        hard_negative_weight: classification-loss factor of background anchors scoring at least
+            ``hard_negative_score`` (:func:`~pipelines.detection.losses.detection_losses`; 1 disables it).
+        hard_negative_score: the score from which a background anchor is a hard negative.
         lr: peak learning rate of the one-cycle schedule (AdamW).
         weight_decay: AdamW weight decay.
         div_factor: initial lr = ``lr / div_factor``.
@@ -108,6 +111,8 @@ class SecondDetector(pl.LightningModule):
         num_dir_bins: int = 2,
         dir_offset: float = 0.78539816,
         loss_weights: Sequence[float] = (1.0, 2.0, 0.2),
+        hard_negative_weight: float = 1.0,
+        hard_negative_score: float = 0.3,
         lr: float = 0.003,
         weight_decay: float = 0.01,
         div_factor: float = 10.0,
@@ -211,7 +216,9 @@ class SecondDetector(pl.LightningModule):
         w_cls, w_box, w_dir = self.hparams.loss_weights
         return detection_losses(preds, labels, box_targets, dir_targets,
                                 sin_difference=self.hparams.angle_encoding == "residual",
-                                cls_weight=w_cls, box_weight=w_box, dir_weight=w_dir)
+                                cls_weight=w_cls, box_weight=w_box, dir_weight=w_dir,
+                                hard_negative_weight=self.hparams.hard_negative_weight,
+                                hard_negative_score=self.hparams.hard_negative_score)
 
     def detect(self, preds: dict[str, torch.Tensor]) -> list[Boxes3D]:
         """Decode head outputs into per-frame detections (LiDAR frame).

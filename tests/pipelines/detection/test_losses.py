@@ -54,3 +54,25 @@ def test_normalisation_and_ignored_anchors():
     torch.testing.assert_close(out["loss_cls"], torch.tensor(0.25 * math.log(2.0)))
     torch.testing.assert_close(out["loss_dir"], torch.tensor(math.log(2.0)))
     torch.testing.assert_close(out["loss"], out["loss_cls"] + 2.0 * out["loss_box"] + 0.2 * out["loss_dir"])
+
+
+def test_hard_negative_weight_scales_only_confident_background_anchors():
+    # anchors: a positive, a negative at logit 2 (score 0.88: hard), a negative at logit -2 (0.12: easy), ignored
+    logits = torch.tensor([[[0.0], [2.0], [-2.0], [3.0]]])
+    preds = {"cls": logits, "box": torch.zeros(1, 4, 7)}
+    labels = torch.tensor([[1, 0, 0, -1]])
+
+    def focal(logit: float, target: float) -> float:  # the focal loss by hand, alpha 0.25, gamma 2
+        p = 1.0 / (1.0 + math.exp(-logit))
+        p_t = p if target else 1.0 - p
+        return (0.25 if target else 0.75) * (1.0 - p_t) ** 2 * -math.log(p_t)
+
+    for weight in (1.0, 3.0):
+        out = detection_losses(preds, labels, torch.zeros(1, 4, 7), None, sin_difference=False,
+                               hard_negative_weight=weight, hard_negative_score=0.3)
+        expected = focal(0.0, 1) + weight * focal(2.0, 0) + focal(-2.0, 0)  # one positive: normaliser 1
+        assert abs(float(out["loss_cls"]) - expected) < 1e-6
+    # a threshold above every score: no anchor is hard, the weight changes nothing
+    out = detection_losses(preds, labels, torch.zeros(1, 4, 7), None, sin_difference=False,
+                           hard_negative_weight=3.0, hard_negative_score=0.95)
+    assert abs(float(out["loss_cls"]) - (focal(0.0, 1) + focal(2.0, 0) + focal(-2.0, 0))) < 1e-6
