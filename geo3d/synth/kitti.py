@@ -12,8 +12,8 @@ What is simulated:
   returns come from inside the volume and part of the rays pass through. Lorries and buses (0-2 per frame)
   drive in the lanes. None of the clutter is labelled (a car on a lorry is a false positive, as in KITTI's
   evaluation).
-- **Road edges**: on either side (60 %), segments of guard rail, low wall, hedge strip or grass verge right
-  behind the curb, with gaps: long linear structures with no car beside them.
+- **Road edges**: on either side (60 %), segments of guard rail, low wall, hedge strip, a row of car-sized bushes
+  or grass verge right behind the curb, with gaps: long linear structures with no car beside them.
 - **Objects**: Car (rows of 2-8 parked along the curbs on either side (40 %), plus 2-9 in the lanes), Van (0-2, and
   some in the parked rows), Cyclist (0-2) and Pedestrian (0-4) as low-poly meshes
   (:mod:`geo3d.synth.shapes_kitti`: cars of four body types (sedan, hatchback, wagon, SUV) with a glass cabin
@@ -88,7 +88,8 @@ IMAGE_SIZE = (1242, 375)  # width, height of KITTI's left colour image
 GROUND_Z = -1.73  # metres, ground height in the LiDAR frame
 MIN_POINTS = 5  # own returns inside the box needed to label an object
 _META = "synth_kitti.json"
-_VERSION = 5  # 2: terrain, facades, vegetation, HDL-64E model; 3: ray drop tuned; 4: road edges; 5: sparse hedges
+_VERSION = 7  # 2: terrain, facades, vegetation, HDL-64E model; 3: ray drop tuned; 4: road edges; 5: sparse hedges;
+# 7: taller road-edge hedges and rows of bushes (6 was an experiment with more road edges, not kept)
 
 # The calibration of KITTI object frame 000001 (training), written as numbers: camera parameters.
 CALIB = KittiCalib(
@@ -309,15 +310,34 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
                     wall = shapes.box(-length / 2, length / 2, -depth / 4, depth / 4, 0.0, height,
                                       float(rng.uniform(0.15, 0.6)))
                     layout.clutter.append(wall.placed(street.phi, (x, y, z)))
-                elif kind < 0.65:  # hedge strip, often sparse enough to see into
-                    height = rng.uniform(0.6, 1.6)
+                elif kind < 0.5:  # hedge strip, often sparse enough to see into
+                    height = rng.uniform(0.6, 2.4)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
                                 rng.uniform(1.0, 6.0), rng.uniform(0.15, 0.45))
+                elif kind < 0.7:  # a row of bushes: car-sized blobs of foliage, the road edge's hardest negative
+                    _bush_row(volumes, street, u, length, side * offset, side, depth, rng)
                 else:  # grass verge, bushes in it now and then
                     height = rng.uniform(0.1, 0.4)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
                                 rng.uniform(6.0, 15.0), rng.uniform(0.2, 0.5))
             u += length + rng.uniform(0.0, 10.0)
+
+
+def _bush_row(volumes: ScatterVolumes, street: _Street, u0: float, length: float, v_edge: float, side: int,
+              depth: float, rng: np.random.Generator) -> None:
+    """Overlapping ellipsoids of foliage along ``length`` metres of street from ``u0``, starting ``v_edge`` metres
+    from the street's axis and reaching ``depth`` metres further out (``side``: +1 left, -1 right): each bush 1.5-4.5 m
+    long and 0.8-2.8 m tall, so many are the size of a car but scatter returns through their volume."""
+    u = u0
+    leaf, sigma = rng.uniform(0.15, 0.45), rng.uniform(1.0, 6.0)
+    while u0 + length - u >= 1.0:  # every bush inside the strip that was checked to be free
+        size = min(rng.uniform(1.5, 4.5), u0 + length - u)
+        across = rng.uniform(0.5, 1.0) * depth
+        height = rng.uniform(0.8, 2.8)
+        x, y = street.to_lidar(u + size / 2, v_edge + side * (depth - across / 2 - rng.uniform(0.0, depth - across)))
+        z = float(street.surface_z(x, y))
+        volumes.add((x, y, z + 0.45 * height), (size / 2, across / 2, height / 2), street.phi, False, sigma, leaf)
+        u += size * rng.uniform(0.6, 1.1)
 
 
 def _large_vehicles(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
