@@ -1,6 +1,9 @@
 """The detection stage of ``geo3d demo``: train (or reuse) the tiny SECOND, evaluate it, run it on real data.
 
-1. Data: a small synthetic KITTI set (``geo3d.synth.kitti.generate_kitti``) unless ``data_dir`` is given.
+1. Data: a small synthetic KITTI set (``geo3d.synth.kitti.generate_kitti``: 240 training and 30 validation frames,
+   about 100 s) unless ``data_dir`` is given. With the same training time, 240 distinct frames gave fewer false
+   positives on the real frames than 120 frames seen twice as often (measured 2026-11-30: at most 3 per frame
+   against 4).
 2. Model: ``OUT/second_tiny.ckpt`` (or ``checkpoint``) when it exists, else a short training run with
    ``configs/detection/second_tiny_cpu.yaml``'s model and data settings, sized to ``max_minutes``.
 3. Evaluation: the KITTI APs over the validation split.
@@ -58,7 +61,7 @@ def run_detection_demo(
     data_dir: str | os.PathLike | None = None,
     max_minutes: float = 6.0,
     checkpoint: str | os.PathLike | None = None,
-    train_frames: int = 120,
+    train_frames: int = 240,
     val_frames: int = 30,
     seed: int = 0,
 ) -> dict:
