@@ -19,7 +19,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -57,7 +56,9 @@ def realism_charts(result: dict) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    shared = Path(os.environ.get("GEO3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "kitti" / "training"
+    from geo3d.synth.rgbd import shared_data_dir
+
+    shared = shared_data_dir() / "kitti" / "training"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=shared, help=f"real KITTI training folder (default {shared})")
     parser.add_argument("--synth", type=Path, help="synthetic KITTI folder (default: generate into OUT/synth_kitti)")

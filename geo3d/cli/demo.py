@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from geo3d.io.atomic import atomic_write_text
+from geo3d.synth.rgbd import shared_data_dir
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface", "depth", "simulation")
 
 
@@ -139,7 +139,7 @@ def stage_kitti(out: Path, report: Report) -> None:
                          calib=t / "calib" / f"{frame_id}.txt", out=out / "kitti_synth.png", width=1280, height=720)]
     metrics = {"synthetic_points": int(len(frame.points)), "synthetic_objects": len(frame.objects),
                "synthetic_types": ", ".join(sorted({o.type for o in frame.objects}))}
-    real = SHARED_DATA / "kitti" / "training"
+    real = shared_data_dir() / "kitti" / "training"
     if (real / "velodyne" / "000001.bin").exists():
         images.append(view_files([real / "velodyne" / "000001.bin"], boxes=real / "label_2" / "000001.txt",
                                  calib=real / "calib" / "000001.txt", out=out / "kitti_real_000001.png",

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from geo3d.io.atomic import atomic_path
+from geo3d.synth.rgbd import shared_data_dir
 from pipelines.detection.data import KittiDataModule, collate_frames, list_frames
 from pipelines.detection.module import SecondDetector
 from pipelines.detection.real_scans import evaluate_real_frames
@@ -40,7 +41,7 @@ REPORTED = ("Car_3d_R40_moderate", "Car_bev_R40_moderate", "Car_3d_R40_easy", "C
 
 
 def _real_kitti_dir() -> Path | None:
-    shared = Path(os.environ.get("GEO3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "kitti"
+    shared = shared_data_dir() / "kitti"
     return shared if (shared / "training" / "velodyne").is_dir() else None
 
 
@@ -149,7 +150,7 @@ def run_detection_demo(
         images += [Path(f["image"]) for f in real_report["frames"]]
     else:
         real_report = None
-        shared = Path(os.environ.get("GEO3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "kitti"
+        shared = shared_data_dir() / "kitti"
         text += (f" The real-scan report was skipped: no real KITTI frames at `{shared}` (set GEO3D_SHARED_DATA to "
                  "a folder holding kitti/training/{velodyne,calib,label_2}).")
     return {"text": text, "metrics": metrics, "images": images, "checkpoint": ckpt, "results": result_dir,

@@ -252,3 +252,13 @@ def test_synth_shapes_into_an_existing_file_console_script(tmp_path):
     existing.write_text("keep me\n")
     assert_one_line(geo3d("synth", "shapes", existing), 2, existing, "exists and is not a folder")
     assert existing.read_text() == "keep me\n"
+
+
+def test_demo_kitti_stage_reads_the_real_frame_from_geo3d_shared_data(tmp_path, monkeypatch):
+    from geo3d.cli.demo import Report, stage_kitti
+
+    monkeypatch.setenv("GEO3D_SHARED_DATA", str(tmp_path / "elsewhere"))
+    report = Report(tmp_path / "demo")
+    stage_kitti(tmp_path / "demo", report)
+    real = tmp_path / "elsewhere" / "kitti" / "training"
+    assert report.metrics["kitti"]["real_frame"] == f"skipped ({real} not found)"
