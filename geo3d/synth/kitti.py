@@ -315,7 +315,7 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
                                 rng.uniform(1.0, 6.0), rng.uniform(0.15, 0.45))
                 elif kind < 0.7:  # a row of bushes: car-sized blobs of foliage, the road edge's hardest negative
-                    _bush_row(volumes, street, u, length, side * offset, side, depth, rng)
+                    _bush_row(volumes, street, u, length, offset, side, depth, rng)
                 else:  # grass verge, bushes in it now and then
                     height = rng.uniform(0.1, 0.4)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
@@ -323,18 +323,19 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
             u += length + rng.uniform(0.0, 10.0)
 
 
-def _bush_row(volumes: ScatterVolumes, street: _Street, u0: float, length: float, v_edge: float, side: int,
+def _bush_row(volumes: ScatterVolumes, street: _Street, u0: float, length: float, offset: float, side: int,
               depth: float, rng: np.random.Generator) -> None:
-    """Overlapping ellipsoids of foliage along ``length`` metres of street from ``u0``, starting ``v_edge`` metres
-    from the street's axis and reaching ``depth`` metres further out (``side``: +1 left, -1 right): each bush 1.5-4.5 m
-    long and 0.8-2.8 m tall, so many are the size of a car but scatter returns through their volume."""
+    """Overlapping ellipsoids of foliage along ``length`` metres of street from ``u0``, in the strip from ``offset``
+    to ``offset + depth`` metres from the street's axis on one side (``side``: +1 left, -1 right): each bush
+    1.5-4.5 m long and 0.8-2.8 m tall, so many are the size of a car but scatter returns through their volume."""
     u = u0
     leaf, sigma = rng.uniform(0.15, 0.45), rng.uniform(1.0, 6.0)
     while u0 + length - u >= 1.0:  # every bush inside the strip that was checked to be free
         size = min(rng.uniform(1.5, 4.5), u0 + length - u)
         across = rng.uniform(0.5, 1.0) * depth
         height = rng.uniform(0.8, 2.8)
-        x, y = street.to_lidar(u + size / 2, v_edge + side * (depth - across / 2 - rng.uniform(0.0, depth - across)))
+        v = side * offset + side * (depth - across / 2 - rng.uniform(0.0, depth - across))
+        x, y = street.to_lidar(u + size / 2, v)
         z = float(street.surface_z(x, y))
         volumes.add((x, y, z + 0.45 * height), (size / 2, across / 2, height / 2), street.phi, False, sigma, leaf)
         u += size * rng.uniform(0.6, 1.1)

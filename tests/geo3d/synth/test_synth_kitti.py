@@ -216,8 +216,8 @@ def test_bush_rows_fill_their_road_edge_strip_and_stay_inside_it(side):
     rng = np.random.default_rng(11)
     street = synth._Street(rng)
     volumes = synth.ScatterVolumes()
-    u0, length, v_edge, depth = -5.0, 20.0, side * (street.road_half + 0.5), 2.0
-    synth._bush_row(volumes, street, u0, length, v_edge, side, depth, rng)
+    u0, length, offset, depth = -5.0, 20.0, street.road_half + 0.5, 2.0
+    synth._bush_row(volumes, street, u0, length, offset, side, depth, rng)
     assert len(volumes) >= 4 and not volumes.is_box.any()  # ellipsoids, each at most 4.5 m long
     # dense samples of every ellipsoid's surface, in street coordinates
     theta, phi = np.meshgrid(np.linspace(0, np.pi, 9), np.linspace(0, 2 * np.pi, 17), indexing="ij")
@@ -232,5 +232,5 @@ def test_bush_rows_fill_their_road_edge_strip_and_stay_inside_it(side):
         assert 0.8 - 1e-9 <= 2 * half[2] <= 2.8 + 1e-9 and 2 * half[0] <= 4.5 + 1e-9
     along, across = np.concatenate(along), np.concatenate(across) * side
     assert along.min() >= u0 - 1e-6 and along.max() <= u0 + length + 1e-6
-    assert across.min() >= abs(v_edge) - 1e-6 and across.max() <= abs(v_edge) + depth + 1e-6
+    assert across.min() >= offset - 1e-6 and across.max() <= offset + depth + 1e-6
     assert along.max() - along.min() > 0.9 * length  # the row spans the strip
