@@ -47,7 +47,10 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
         if not Path(checkpoint).is_file():
             raise InputError(checkpoint, "checkpoint file not found")
         try:
-            model = DepthCompletion.load_from_checkpoint(str(checkpoint), map_location=device)
+            hparams = torch.load(str(checkpoint), map_location="cpu", weights_only=False).get("hyper_parameters", {})
+            # checkpoints from before the linear blend (step 5 of pipelines.depth.model) have no blend head
+            old = {} if "linear_blend" in hparams else {"linear_blend": False}
+            model = DepthCompletion.load_from_checkpoint(str(checkpoint), map_location=device, **old)
         except Exception as e:  # whatever fails to load is not a usable checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(checkpoint, f"not a DepthCompletion checkpoint ({type(e).__name__}: {first})") from None

@@ -16,6 +16,15 @@ OMNI-DC's recipe at a CPU-trainable size:
    weighted least squares, with the gradients at all three resolutions and with the sparse observations, solved by
    conjugate gradients and differentiated implicitly. The fill of step 2 is its starting point and, with a small
    weight ``lam``, its prior where nothing else constrains the solution.
+5. **Blend with linear interpolation** (``linear_blend``, on by default): a small head looks at the decoder's
+   features, the integrated log-depth and the linear interpolation of the sparse depth (Delaunay,
+   :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty and predicts a per-pixel weight ``alpha`` in (0, 1); the output
+   is ``alpha x integrated + (1 - alpha) x linear`` in log-depth. Linear interpolation is hard to beat between
+   dense-enough random samples on piecewise-planar scenes, and the integration wins where linear fails (scan lines,
+   outliers, edges); the blend lets the network learn where each is right. The head's inputs are detached, so
+   the integration trains exactly as without the blend, and the head is trained to predict, per pixel, the weight
+   that would have been right (see :meth:`pipelines.depth.module.DepthCompletion.loss`). The integrated log-depth
+   stays an output of its own (``log_depth_integrated``).
 
 Every operation is a torch op (or an op-layer sparse conv), so the network runs on CPU and CUDA unchanged.
 """
@@ -27,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ops
+from pipelines.depth.baselines import complete_linear
 from pipelines.depth.integration import MultiResIntegration
 
 PAD_MULTIPLE = 16  # the encoder's total stride
@@ -173,10 +183,12 @@ class DepthCompletionNet(nn.Module):
         iters: conjugate-gradient iterations (each of the forward and the implicit backward solve).
         tol: CG relative-residual tolerance.
         obs_weight: scale of the learned sparse-observation weights (relative to gradient confidences ~1).
+        linear_blend: blend the integrated log-depth with linear interpolation by a learned per-pixel weight (step 5
+            of the module docstring); False: the output is the integration's.
     """
 
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
-                 tol: float = 1e-4, obs_weight: float = 10.0):
+                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True):
         super().__init__()
         c = base_channels
         self.obs_weight = obs_weight
@@ -199,6 +211,11 @@ class DepthCompletionNet(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         self.integration = MultiResIntegration(lam=lam, iters=iters, tol=tol)
+        self.blend = None
+        if linear_blend:  # [decoder features, integrated, linear, difference, log b, support, mask] -> alpha logit
+            self.blend = nn.Sequential(nn.Conv2d(c + 6, c, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(c, 1, 3, 1, 1))
+            nn.init.zeros_(self.blend[2].weight)  # alpha = 0.5 at the start
+            nn.init.zeros_(self.blend[2].bias)
 
     @staticmethod
     def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -217,7 +234,10 @@ class DepthCompletionNet(nn.Module):
             log-depth (uncertainty; ``depth * laplace_b`` is roughly the metric scale); ``gradients`` and
             ``confidences``: lists of (B, 2, H_s, W_s) for s = full, 1/2, 1/4 (log-depth forward differences of the
             padded image, see :func:`pad_inputs`); ``obs_weight`` (B, 1, H, W); ``fill`` (B, 1, H, W) the
-            nearest-sample fill of the sparse log-depth.
+            nearest-sample fill of the sparse log-depth; ``log_depth_integrated`` (B, 1, H, W) the integration's
+            log-depth; with ``linear_blend`` also ``linear`` (B, 1, H, W) the log of the linear interpolation and
+            ``blend_weight`` (B, 1, H, W) ``alpha`` (``log_depth = alpha integrated + (1 - alpha) linear``) and
+            ``blend_logit`` (B, 1, H, W) its logit.
         """
         if image.dim() != 4 or image.shape[1] != 3 or sparse.dim() != 4 or sparse.shape[1] != 1 \
                 or image.shape[-2:] != sparse.shape[-2:] or image.shape[0] != sparse.shape[0]:
@@ -246,12 +266,25 @@ class DepthCompletionNet(nn.Module):
         confidences = [F.softplus(o[:, 2:4] + 1.0) + 1e-3 for o in outs]
         laplace_b = F.softplus(outs[0][:, 4:5] - 2.0) + 1e-3
         obs_weight = self.obs_weight * torch.sigmoid(outs[0][:, 5:6] + 2.0) * mask
-        log_depth = self.integration(gradients, confidences, log_sparse, obs_weight, fill.detach(),
-                                     x_init=fill.detach())
-        log_depth, laplace_b, fill, obs_weight = (t[..., :h, :w] for t in (log_depth, laplace_b, fill, obs_weight))
+        integrated = self.integration(gradients, confidences, log_sparse, obs_weight, fill.detach(),
+                                      x_init=fill.detach())
+        out = {"log_depth_integrated": integrated, "laplace_b": laplace_b, "fill": fill, "obs_weight": obs_weight}
+        log_depth = integrated
+        if self.blend is not None:
+            linear = torch.log(complete_linear(sparse) / scale[:, None, None, None])
+            # the head sees detached inputs: it learns where to trust which, and the integration trains as without it
+            integrated_ = integrated.detach()
+            features = torch.cat([d0.detach(), integrated_, linear, integrated_ - linear,
+                                  torch.log(laplace_b.detach()), support, mask], 1)
+            logit = self.blend(features)
+            alpha = torch.sigmoid(logit)
+            log_depth = alpha * integrated_ + (1 - alpha) * linear
+            out |= {"linear": linear, "blend_weight": alpha, "blend_logit": logit}
+        out = {key: t[..., :h, :w] for key, t in out.items()}
+        log_depth = log_depth[..., :h, :w]
         depth = scale[:, None, None, None] * torch.exp(log_depth)
-        return {"depth": depth, "log_depth": log_depth, "scale": scale, "laplace_b": laplace_b,
-                "gradients": gradients, "confidences": confidences, "obs_weight": obs_weight, "fill": fill}
+        return {"depth": depth, "log_depth": log_depth, "scale": scale, "gradients": gradients,
+                "confidences": confidences, **out}
 
 
 def pad_inputs(image: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,6 +89,29 @@ def test_an_untrained_network_follows_the_observations_and_pads_odd_sizes():
         assert depth[5, 7] == pytest.approx(2.0, rel=rel) and depth[30, 40] == pytest.approx(8.0, rel=rel)
 
 
+def test_the_linear_blend_spans_linear_interpolation_and_the_integration():
+    """alpha -> 0 gives the linear baseline exactly; alpha -> 1 the same network without the blend."""
+    from pipelines.depth.baselines import complete_baseline
+
+    image, sparse = torch.rand(1, 3, 37, 53), torch.zeros(1, 1, 37, 53)
+    g = torch.Generator().manual_seed(3)
+    sparse[0, 0, ::4, ::6] = torch.rand(10, 9, generator=g) * 20 + 2
+    torch.manual_seed(0)
+    blended = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=300, tol=1e-9).eval()
+    plain = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=300, tol=1e-9, linear_blend=False).eval()
+    plain.load_state_dict({k: v for k, v in blended.state_dict().items() if not k.startswith("blend.")})
+    linear = complete_baseline("linear", sparse[0, 0])
+    with torch.no_grad():
+        half = blended(image, sparse)
+        assert half["blend_weight"].eq(0.5).all()  # the zero-initialised head starts halfway
+        assert torch.allclose(half["depth"], (half["scale"] * torch.exp(half["log_depth_integrated"]) * linear).sqrt(),
+                              rtol=1e-5)
+        blended.blend[2].bias.fill_(-40.0)
+        assert torch.allclose(blended(image, sparse)["depth"][0, 0], linear, rtol=1e-5)
+        blended.blend[2].bias.fill_(40.0)
+        assert torch.allclose(blended(image, sparse)["depth"], plain(image, sparse)["depth"], rtol=1e-5)
+
+
 def test_loss_parts_against_hand_computation():
     gt = torch.full((1, 1, 16, 16), 2.0)
     gt[0, 0, :, 8:] = 4.0
@@ -212,3 +235,15 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
                  str(std)]) == 0
     assert read_depth_png(dense, scale=256.0).valid.all()
     assert "with model" in capsys.readouterr().out
+
+    # a checkpoint from before the linear blend (no `linear_blend` hyperparameter, no blend head) still loads
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for key in ("linear_blend", "blend_loss_weight"):
+        state["hyper_parameters"].pop(key)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("net.blend.")}
+    old = tmp_path / "before_blend.ckpt"
+    torch.save(state, old)
+    from pipelines.depth.complete import load_model
+
+    assert load_model(old).net.blend is None and load_model(ckpt).net.blend is not None
+    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "old.png"), "--ckpt", str(old)]) == 0
