@@ -17,14 +17,15 @@ OMNI-DC's recipe at a CPU-trainable size:
    conjugate gradients and differentiated implicitly. The fill of step 2 is its starting point and, with a small
    weight ``lam``, its prior where nothing else constrains the solution.
 5. **Blend with linear interpolation** (``linear_blend``, on by default): a small head looks at the decoder's
-   features, the integrated log-depth and the linear interpolation of the sparse depth (Delaunay,
-   :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty and predicts a per-pixel weight ``alpha`` in (0, 1); the output
-   is ``alpha x integrated + (1 - alpha) x linear`` in log-depth. Linear interpolation is hard to beat between
-   dense-enough random samples on piecewise-planar scenes, and the integration wins where linear fails (scan lines,
-   outliers, edges); the blend lets the network learn where each is right. The head's inputs are detached, so
-   the integration trains exactly as without the blend, and the head is trained to predict, per pixel, the weight
-   that would have been right (see :meth:`pipelines.depth.module.DepthCompletion.loss`). The integrated log-depth
-   stays an output of its own (``log_depth_integrated``).
+   features, the integrated log-depth, the linear interpolation of the sparse depth (Delaunay,
+   :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty ``log b``, and predicts a
+   per-pixel weight ``alpha`` in (0, 1); the output is ``alpha x integrated + (1 - alpha) x linear`` in log-depth.
+   Linear interpolation is hard to beat between dense-enough random samples on piecewise-planar scenes, and the
+   integration wins where linear fails (scan lines, outliers, edges); the blend lets the network learn where each is
+   right. The head's inputs are detached, so the integration trains exactly as without the blend, and the head is
+   trained to predict, per pixel, the weight that would have been right (see
+   :meth:`pipelines.depth.module.DepthCompletion.loss`). The integrated log-depth stays an output of its own
+   (``log_depth_integrated``).
 
 Every operation is a torch op (or an op-layer sparse conv), so the network runs on CPU and CUDA unchanged.
 """
