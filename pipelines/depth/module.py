@@ -187,13 +187,15 @@ class DepthCompletion(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        blend = [p for name, p in self.named_parameters() if name.startswith("net.blend.")]
-        rest = [p for name, p in self.named_parameters() if not name.startswith("net.blend.")]
-        lrs = [hp.lr, hp.lr * hp.blend_lr_scale][: 1 + bool(blend)]
-        groups = [{"params": rest, "lr": lrs[0]}] + ([{"params": blend, "lr": lrs[1]}] if blend else [])
+        blend = self.net.blend
+        groups = [{"params": [p for name, p in self.net.named_parameters() if not name.startswith("blend.")],
+                   "lr": hp.lr}]
+        if blend is not None:
+            groups.append({"params": list(blend.parameters()), "lr": hp.lr * hp.blend_lr_scale})
         opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lrs, total_steps=total, pct_start=0.05)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
+                                                    pct_start=0.05)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

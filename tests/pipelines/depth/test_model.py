@@ -238,7 +238,7 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
 
     # a checkpoint from before the linear blend (no `linear_blend` hyperparameter, no blend head) still loads
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    for key in ("linear_blend", "blend_loss_weight"):
+    for key in ("linear_blend", "blend_loss_weight", "blend_lr_scale"):
         state["hyper_parameters"].pop(key)
     state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("net.blend.")}
     old = tmp_path / "before_blend.ckpt"
