@@ -19,6 +19,17 @@ ground truth at the picked pixels and 0 elsewhere; only pixels with valid ground
   Without K a KITTI-like camera is assumed (:func:`kitti_like_K`). On a fully valid 352 x 1216 image with
   KITTI's K, ``lidar:64`` keeps about 4.4 % of the pixels (42 beams reach the image; KITTI's velodyne_raw
   density is about 4-5 %).
+- ``lidar_offset:B``: the same scan lines from a sensor mounted where KITTI's velodyne is relative to its left
+  colour camera (``LIDAR_OFFSET_M``: 0.059 m right, 0.075 m above, 0.269 m behind; axes parallel), so that, as in
+  KITTI's ``velodyne_raw``, some returns see past the edges of near objects and land on their pixels with the
+  depth of what lies behind. The sensor's view is made from the ground truth alone (:func:`lidar_view_depth`):
+  every valid pixel is forward-projected into a camera at the sensor's centre (same K, nearest surface wins), and
+  the gaps that opens behind near objects (what the sensor sees and the camera does not) are filled with the
+  farther neighbouring depth, as if the background continued behind the object. The beams are traced in that
+  view (as ``lidar:B``, from the sensor's centre) and every return is projected back into the camera (nearest
+  return per pixel), kept where the camera's ground truth is valid. The values are the returns' camera-frame
+  depths, so near edges they differ from the ground truth: these are not errors of the pattern but what a
+  real, offset sensor measures.
 - ``keypoints:orb`` / ``keypoints:sift``: OpenCV ORB or SIFT keypoints (``KEYPOINTS`` = 500 features) on the
   greyscale image; the depth at each keypoint's rounded pixel (OpenCV puts pixel centres at integers) where
   valid. Needs the image. ORB's patch size and edge threshold (31 px) shrink on small images
@@ -40,11 +51,13 @@ import numpy as np
 import torch
 
 PATTERNS_EVAL = ("random:0.007", "random:0.001", "random:0.0003", "lidar:64", "lidar:16", "lidar:8",
-                 "keypoints:orb", "keypoints:sift", "outliers:0.05", "outliers:0.1")
+                 "lidar_offset:64", "keypoints:orb", "keypoints:sift", "outliers:0.05", "outliers:0.1")
 LIDAR_BEAMS = 64
 LIDAR_TOP_DEG = 2.0  # elevation of the HDL-64E's top beam, degrees
 LIDAR_BOTTOM_DEG = -24.8  # elevation of its bottom beam, degrees
 LIDAR_AZIMUTH_BIN_DEG = 0.17  # one return per beam per this many degrees of azimuth
+LIDAR_OFFSET_M = (0.059, -0.075, -0.269)  # KITTI's velodyne centre in its left colour camera's frame, metres
+LIDAR_GAP_FILL = 0.025  # lidar_view_depth fills gaps up to ceil(this * fx) pixels deep (9 at 608 px width)
 KEYPOINTS = 500  # nfeatures of the ORB and SIFT detectors
 OUTLIER_BASE = "random:0.007"  # the pattern that outliers:P corrupts
 _KITTI_FOCAL, _KITTI_WIDTH, _KITTI_CY_SHARE = 721.5377, 1242.0, 172.854 / 375.0
@@ -57,24 +70,24 @@ def parse_pattern(pattern: str) -> tuple[str, float]:
         pattern: e.g. ``"random:0.007"``, ``"random:500"``, ``"lidar:64"``, ``"keypoints:orb"``, ``"outliers:0.1"``.
 
     Returns:
-        ``(kind, value)``: ``("random", F or N)``, ``("lidar", B)``, ``("orb", 500.0)`` / ``("sift", 500.0)``
-        (value: the number of features) or ``("outliers", P)``.
+        ``(kind, value)``: ``("random", F or N)``, ``("lidar", B)``, ``("lidar_offset", B)``, ``("orb", 500.0)`` /
+        ``("sift", 500.0)`` (value: the number of features) or ``("outliers", P)``.
 
     Raises:
         ValueError: naming the pattern, for an unknown kind or a value out of range.
     """
     if not isinstance(pattern, str) or pattern.count(":") != 1:
         raise ValueError(f"sparse pattern {pattern!r}: expected KIND:VALUE, one of random:F (0 < F < 1), "
-                         "random:N (integer N >= 1), lidar:B (B divides 64), keypoints:orb, keypoints:sift, "
-                         "outliers:P (0 <= P <= 1)")
+                         "random:N (integer N >= 1), lidar:B or lidar_offset:B (B divides 64), keypoints:orb, "
+                         "keypoints:sift, outliers:P (0 <= P <= 1)")
     kind, text = pattern.split(":")
     if kind == "keypoints":
         if text not in ("orb", "sift"):
             raise ValueError(f"sparse pattern {pattern!r}: expected keypoints:orb or keypoints:sift")
         return text, float(KEYPOINTS)
-    if kind not in ("random", "lidar", "outliers"):
-        raise ValueError(f"sparse pattern {pattern!r}: unknown kind {kind!r}; expected random, lidar, keypoints "
-                         "or outliers")
+    if kind not in ("random", "lidar", "lidar_offset", "outliers"):
+        raise ValueError(f"sparse pattern {pattern!r}: unknown kind {kind!r}; expected random, lidar, "
+                         "lidar_offset, keypoints or outliers")
     try:
         value = float(text)
     except ValueError:
@@ -83,7 +96,8 @@ def parse_pattern(pattern: str) -> tuple[str, float]:
         raise ValueError(f"sparse pattern {pattern!r}: {text!r} is not a finite number")
     if kind == "random" and not (0 < value < 1 or (value >= 1 and value == int(value))):
         raise ValueError(f"sparse pattern {pattern!r}: expected a share 0 < F < 1 or a whole count N >= 1")
-    if kind == "lidar" and not (value == int(value) and 1 <= value <= LIDAR_BEAMS and LIDAR_BEAMS % value == 0):
+    beams_ok = value == int(value) and 1 <= value <= LIDAR_BEAMS and LIDAR_BEAMS % value == 0
+    if kind in ("lidar", "lidar_offset") and not beams_ok:
         raise ValueError(f"sparse pattern {pattern!r}: expected a beam count dividing {LIDAR_BEAMS} "
                          "(64, 32, 16, 8, 4, 2, 1)")
     if kind == "outliers" and not 0 <= value <= 1:
@@ -160,6 +174,83 @@ def _lidar_mask(K: np.ndarray, width: int, height: int, beams: int, phase: float
     return mask.reshape(height, width)
 
 
+def _project_nearest(points: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Project camera-frame points into pixels, nearest point per pixel.
+
+    Args:
+        points: (N, 3) float64, camera frame (x right, y down, z forward), metres.
+        K: (3, 3) float64 intrinsics (pixel column i covers [i, i + 1)).
+
+    Returns:
+        ``flat`` (M,) int64 pixel indices (row * width + column), each once, and ``z`` (M,) float64 their nearest
+        point's depth, metres; points behind the camera or outside the image are dropped.
+    """
+    front = points[:, 2] > 1e-6
+    points = points[front]
+    uvw = points @ K.T
+    u = np.floor(uvw[:, 0] / uvw[:, 2])
+    v = np.floor(uvw[:, 1] / uvw[:, 2])
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    flat = (v[inside] * width + u[inside]).astype(np.int64)
+    z = points[inside, 2]
+    order = np.lexsort((z, flat))  # by pixel, nearest first
+    first = np.ones(len(order), bool)
+    first[1:] = flat[order][1:] != flat[order][:-1]
+    return flat[order[first]], z[order[first]]
+
+
+def _pixel_rays(K: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(N, 3) float64 rays K^-1 (col + 0.5, row + 0.5, 1) (z = 1) of the given pixels' centres."""
+    uv1 = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 1)
+    return uv1 @ np.linalg.inv(K).T
+
+
+def lidar_view_depth(depth: np.ndarray, K: np.ndarray, offset: tuple[float, float, float] = LIDAR_OFFSET_M,
+                     ) -> np.ndarray:
+    """The depth a camera at ``offset`` would see, made from this camera's depth map alone (``lidar_offset``).
+
+    Every valid pixel is back-projected through its centre and projected into a camera with the same K and
+    axes, centred at ``offset``; per pixel the nearest point wins. Pixels left empty (gaps that open behind near
+    objects: surfaces the offset camera sees and this one does not; and cracks) are filled, up to
+    ``ceil(LIDAR_GAP_FILL * fx)`` pixels deep, with the farthest depth among their 3 x 3 neighbours, one ring
+    per step, as if the background continued behind the near object; wider gaps stay empty.
+
+    Args:
+        depth: (H, W) float metres (z), 0 or non-finite = missing.
+        K: (3, 3) float intrinsics, pixels.
+        offset: the other camera's centre in this camera's frame (x right, y down, z forward), metres.
+
+    Returns:
+        (H, W) float64 depth (z of the other camera), metres; 0 = nothing seen.
+    """
+    from scipy.ndimage import grey_dilation
+
+    height, width = depth.shape
+    valid = np.isfinite(depth) & (depth > 0)
+    rows, cols = np.nonzero(valid)
+    points = _pixel_rays(K, rows, cols) * depth[rows, cols, None].astype(np.float64) - np.asarray(offset)
+    flat, z = _project_nearest(points, K, width, height)
+    view = np.zeros(height * width)
+    view[flat] = z
+    view = view.reshape(height, width)
+    for _ in range(math.ceil(LIDAR_GAP_FILL * K[0, 0])):
+        empty = view == 0
+        if not empty.any():
+            break
+        view = np.where(empty, grey_dilation(view, size=(3, 3)), view)
+    return view
+
+
+def _lidar_offset_returns(depth: np.ndarray, K: np.ndarray, beams: int, phase: float) -> tuple[np.ndarray, ...]:
+    """The ``lidar_offset`` pattern's returns in the camera: flat pixel indices (M,) int64 and camera-frame
+    depths (M,) float64, metres (nearest return per pixel; before the camera's validity test)."""
+    height, width = depth.shape
+    view = lidar_view_depth(depth, K)
+    rows, cols = np.nonzero(_lidar_mask(K, width, height, beams, phase) & (view > 0))
+    points = _pixel_rays(K, rows, cols) * view[rows, cols, None] + np.asarray(LIDAR_OFFSET_M)
+    return _project_nearest(points, K, width, height)
+
+
 def _grey(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """An (H, W, 3) RGB or (H, W) grey image (uint8, or float in [0, 1]) as (H, W) uint8 grey."""
     image = np.asarray(image)
@@ -234,7 +325,7 @@ def sample_sparse(gt: torch.Tensor, pattern: str, generator: np.random.Generator
         share = value if kind == "random" else parse_pattern(OUTLIER_BASE)[1]
         count = int(round(share * height * width)) if share < 1 else int(share)
         picked[_random_pixels(valid, count, generator)] = True
-    elif kind == "lidar":
+    elif kind in ("lidar", "lidar_offset"):
         if K is None:
             K_np = kitti_like_K(width, height)
         else:
@@ -242,14 +333,21 @@ def sample_sparse(gt: torch.Tensor, pattern: str, generator: np.random.Generator
             if K_np.shape != (3, 3):
                 raise ValueError(f"sample_sparse: K must be (3, 3), got {K_np.shape}")
         phase = float(generator.uniform())
-        picked = (_lidar_mask(K_np, width, height, int(value), phase) & valid).ravel()
+        if kind == "lidar":
+            picked = (_lidar_mask(K_np, width, height, int(value), phase) & valid).ravel()
+        else:
+            flat, z = _lidar_offset_returns(np.where(valid, depth, 0.0), K_np, int(value), phase)
+            keep = valid.ravel()[flat]
+            picked[flat[keep]] = True
+            sparse[flat[keep]] = z[keep]
     else:  # orb, sift
         if image is None:
             raise ValueError(f"sample_sparse: pattern {pattern!r} needs the image (got image=None)")
         rows, cols = keypoint_pixels(image, kind, (height, width)).T
         picked[(rows * width + cols)[valid[rows, cols]]] = True
 
-    sparse[picked] = depth.ravel()[picked]
+    if kind != "lidar_offset":
+        sparse[picked] = depth.ravel()[picked]
     if kind == "outliers" and picked.any():
         index = np.flatnonzero(picked)
         corrupt = generator.choice(len(index), int(round(value * len(index))), replace=False)

@@ -27,8 +27,9 @@ from geo3d.errors import InputError
 from geo3d.io.depth_png import read_depth_png
 from geo3d.synth.patterns import PATTERNS_EVAL, sample_sparse
 
-TRAIN_PATTERNS = ("random:0.01", "random:0.003", "random:0.001", "random:0.0003", "lidar:64", "lidar:32",
-                  "lidar:16", "lidar:8", "keypoints:orb", "keypoints:sift", "outliers:0.05", "outliers:0.1")
+TRAIN_PATTERNS = ("random:0.01", "random:0.003", "random:0.001", "random:0.0003", "lidar:64", "lidar:16",
+                  "lidar_offset:64", "lidar_offset:32", "lidar_offset:16", "lidar_offset:8", "keypoints:orb",
+                  "keypoints:sift", "outliers:0.05", "outliers:0.1")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
