@@ -29,6 +29,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from geo3d.io.depth_png import write_depth_png
 from geo3d.metrics.depth import depth_metrics
+from geo3d.schedule import budget_one_cycle, trainer_progress
 from geo3d.types import DepthMap
 from pipelines.depth.model import DepthCompletionNet
 
@@ -193,9 +194,8 @@ class DepthCompletion(pl.LightningModule):
         if blend is not None:
             groups.append({"params": list(blend.parameters()), "lr": hp.lr * hp.blend_lr_scale})
         opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
-                                                    pct_start=0.05)
+        # one cycle over max_steps or max_time, whichever runs out first: it anneals on a slow machine too
+        sched = budget_one_cycle(opt, lambda step: trainer_progress(self.trainer, step), pct_start=0.05)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

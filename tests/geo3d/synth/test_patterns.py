@@ -187,6 +187,91 @@ def test_lidar_density_on_a_kitti_crop():
     assert np.all(np.abs(counts[crossing] / (fov_deg / 0.17) - 1) < 0.02)  # one return per 0.17 degrees
 
 
+# ----------------------------------------------------------------------------------------- lidar_offset
+
+def _box_on_wall(h: int, w: int, K: np.ndarray, near: float, far: float, box_xy: tuple[float, ...]):
+    """Ground truth of a fronto-parallel rectangle at depth ``near`` (x0, x1, y0, y1 in metres, camera frame) in
+    front of a wall at ``far``, ray-cast through the pixel centres. Returns (H, W) float64 depth."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    return _cast_box_on_wall(K, rows.ravel(), cols.ravel(), np.zeros(3), near, far, box_xy).reshape(h, w)
+
+
+def _cast_box_on_wall(K, rows, cols, centre, near, far, box_xy) -> np.ndarray:
+    """z (in the frame of a camera at ``centre``, axes parallel) of the first surface hit through pixel centres."""
+    rays = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 1) @ np.linalg.inv(K).T
+    hit = centre + rays * (near - centre[2])  # where each ray meets the plane z = near (camera frame)
+    x0, x1, y0, y1 = box_xy
+    on_box = (hit[:, 0] >= x0) & (hit[:, 0] <= x1) & (hit[:, 1] >= y0) & (hit[:, 1] <= y1)
+    return np.where(on_box, near, far) - centre[2]
+
+
+def test_lidar_view_depth_matches_a_ray_cast_from_the_sensor():
+    """The offset view made from the camera's depth equals an independent ray cast of the same two-plane scene
+    from the sensor's centre (including the strips behind the box that the camera never saw), except on the
+    box's silhouette edge (1 pixel) and where the camera's view ends."""
+    h, w = 96, 256
+    K = np.array([[200.0, 0.0, 128.0], [0.0, 200.0, 40.0], [0.0, 0.0, 1.0]])
+    box = (-0.8, 0.6, -0.5, 0.4)
+    gt = _box_on_wall(h, w, K, 4.0, 12.0, box)
+    view = patterns.lidar_view_depth(gt, K)
+    rows, cols = np.mgrid[0:h, 0:w]
+    offset = np.array(patterns.LIDAR_OFFSET_M)
+    reference = _cast_box_on_wall(K, rows.ravel(), cols.ravel(), offset, 4.0, 12.0, box).reshape(h, w)
+    on_box = np.isclose(reference, 4.0 - offset[2])
+    edge = on_box ^ _erode(on_box) | on_box ^ _dilate(on_box)
+    border = np.zeros((h, w), bool)
+    border[:4], border[-4:], border[:, :4], border[:, -4:] = True, True, True, True  # the camera's view ends there
+    inside = ~edge & ~border
+    assert np.allclose(view[inside], reference[inside], rtol=0, atol=1e-9)
+    # the strips the sensor sees behind the box's right and top edges were not in the camera's depth
+    seen_behind = inside & ~on_box & (gt == 4.0)
+    assert seen_behind.sum() > 50
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+    return binary_erosion(mask, np.ones((3, 3), bool))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_dilation
+    return binary_dilation(mask, np.ones((3, 3), bool))
+
+
+def test_lidar_offset_returns_see_past_the_near_edges():
+    """On a box in front of a wall, most returns carry the ground truth; those that do not carry the wall's
+    depth, lie on the box's pixels within the parallax band of its right and top edges (the sensor sits right
+    of and above the camera) and never near its left or bottom edges."""
+    h, w = 96, 256
+    K = np.array([[200.0, 0.0, 128.0], [0.0, 200.0, 40.0], [0.0, 0.0, 1.0]])
+    box = (-0.8, 0.6, -0.5, 0.4)
+    gt = torch.from_numpy(_box_on_wall(h, w, K, 4.0, 12.0, box).astype(np.float32))
+    sparse = sample_sparse(gt, "lidar_offset:64", np.random.default_rng(0), K=torch.from_numpy(K)).numpy()
+    plain = sample_sparse(gt, "lidar:64", np.random.default_rng(0), K=torch.from_numpy(K)).numpy()
+    picked = sparse > 0
+    assert abs(picked.sum() / (plain > 0).sum() - 1) < 0.1  # about as dense as the plain pattern
+    wrong = picked & ~np.isclose(sparse, gt.numpy(), rtol=0, atol=1e-3)
+    assert 0 < wrong.sum() < 0.05 * picked.sum()
+    # a return on the box's edge may land one pixel off it (its ray from the sensor's pixel centre is not the
+    # camera's); every other wrong return is the wall behind, seen past the box
+    box_pixels = gt.numpy() == 4.0
+    off_edge = wrong & ~box_pixels
+    assert np.allclose(sparse[off_edge], 4.0) and not np.any(off_edge & ~_dilate(box_pixels))
+    wrong &= box_pixels
+    assert wrong.sum() > 0 and np.allclose(sparse[wrong], 12.0, atol=1e-3)
+    rows, cols = np.nonzero(wrong)
+    u0, u1 = 200 * box[0] / 4 + 128, 200 * box[1] / 4 + 128  # the box's columns and rows in the camera
+    v0, v1 = 200 * box[2] / 4 + 40, 200 * box[3] / 4 + 40
+    # the band's width: the parallax between the box (4 m) and the wall (12 m) from the sensor's offset
+    offset = np.array(patterns.LIDAR_OFFSET_M)
+    band_u = 200 * offset[0] * (1 / 4 - 1 / 12) + 200 * abs(offset[2]) * max(abs(box[0]), box[1]) / 4 / 4 + 2
+    band_v = 200 * abs(offset[1]) * (1 / 4 - 1 / 12) + 200 * abs(offset[2]) * max(abs(box[2]), box[3]) / 4 / 4 + 2
+    near_right = cols + 0.5 > u1 - band_u
+    near_top = rows + 0.5 < v0 + band_v
+    assert np.all(near_right | near_top)
+    assert not np.any((cols + 0.5 < u0 + 2) & ~near_top) and not np.any((rows + 0.5 > v1 - 2) & ~near_right)
+
+
 # -------------------------------------------------------------------------------------------- keypoints
 
 @pytest.mark.parametrize("detector", ["orb", "sift"])
