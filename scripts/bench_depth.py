@@ -6,7 +6,8 @@ Protocol (fixed so anyone can rerun it):
 * **Synthetic, Robust-DC style:** the first ``--frames`` frames of a held-out ``geo3d synth depth`` folder (default
   ``data/depth/val``: seed 1000, never used in training), each completed from every pattern of
   ``geo3d.synth.patterns.PATTERNS_EVAL`` (random 0.7 % / 0.1 % / 0.03 % of the pixels, LiDAR 64 / 16 / 8 beams,
-  ORB and SIFT keypoints, 0.7 % random points with 5 % / 10 % outliers), the sparse input drawn with a fixed seed
+  LiDAR 64 beams mounted where KITTI's is (``lidar_offset:64``: some returns see past near edges), ORB and SIFT
+  keypoints, 0.7 % random points with 5 % / 10 % outliers), the sparse input drawn with a fixed seed
   per frame and pattern (:class:`pipelines.depth.data.DepthFrames`), so every method sees the same points.
 * **Real:** the KITTI depth-completion frame of ``../shared/data/depth/kitti_dc`` with its own LiDAR input; the
   indoor frame of ``../shared/data/depth/indoor`` with its 100 points, and with random 500 points and a 16-beam

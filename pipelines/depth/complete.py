@@ -48,8 +48,11 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
             raise InputError(checkpoint, "checkpoint file not found")
         try:
             hparams = torch.load(str(checkpoint), map_location="cpu", weights_only=False).get("hyper_parameters", {})
-            # checkpoints from before the linear blend (step 5 of pipelines.depth.model) have no blend head
+            # checkpoints from before the linear blend (step 5 of pipelines.depth.model) have no blend head, those
+            # of its first design (2026-12-01) no blend_version
             old = {} if "linear_blend" in hparams else {"linear_blend": False}
+            if "linear_blend" in hparams and "blend_version" not in hparams:
+                old["blend_version"] = 1
             model = DepthCompletion.load_from_checkpoint(str(checkpoint), map_location=device, **old)
         except Exception as e:  # whatever fails to load is not a usable checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -7,8 +7,8 @@ KITTI depth-completion PNGs (uint16, metres x 256), ``.npy`` arrays in metres, a
 Training and evaluation frames are folders in the KITTI-DC-like layout written by ``geo3d synth depth``
 (``image/NNNNNN.png``, ``groundtruth/NNNNNN.png``, ``intrinsics/NNNNNN.txt``). The sparse input is drawn from the
 ground truth on the fly with a pattern of :mod:`geo3d.synth.patterns` (random points at any density, LiDAR scan
-lines, image keypoints, outliers): a random pattern per training sample, a fixed pattern and seed per evaluation
-item, so every run evaluates the same inputs.
+lines from the camera's centre and from KITTI's mounting, image keypoints, outliers): a random pattern per
+training sample, a fixed pattern and seed per evaluation item, so every run evaluates the same inputs.
 """
 
 from __future__ import annotations

@@ -186,10 +186,14 @@ class DepthCompletionNet(nn.Module):
         obs_weight: scale of the learned sparse-observation weights (relative to gradient confidences ~1).
         linear_blend: blend the integrated log-depth with linear interpolation by a learned per-pixel weight (step 5
             of the module docstring); False: the output is the integration's.
+        blend_version: the blend head's design. 2: its inputs include the image's sparse density (``(log10(share of
+            valid sparse pixels) + 2) / 2``, one value per image: scan lines and sparse random points want different
+            weights) and its hidden layer is a leaky ReLU (plain ReLUs died at a higher learning rate); 1: without
+            the density, ReLU (checkpoints of 2026-12-01).
     """
 
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
-                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True):
+                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2):
         super().__init__()
         c = base_channels
         self.obs_weight = obs_weight
@@ -212,9 +216,14 @@ class DepthCompletionNet(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         self.integration = MultiResIntegration(lam=lam, iters=iters, tol=tol)
+        if blend_version not in (1, 2):
+            raise ValueError(f"blend_version: expected 1 or 2, got {blend_version!r}")
+        self.blend_version = blend_version
         self.blend = None
-        if linear_blend:  # [decoder features, integrated, linear, difference, log b, support, mask] -> alpha logit
-            self.blend = nn.Sequential(nn.Conv2d(c + 6, c, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(c, 1, 3, 1, 1))
+        if linear_blend:  # [decoder features, integrated, linear, difference, log b, support, mask(, density)] -> logit
+            extra = 6 if blend_version == 1 else 7
+            hidden = nn.ReLU(inplace=True) if blend_version == 1 else nn.LeakyReLU(0.1, inplace=True)
+            self.blend = nn.Sequential(nn.Conv2d(c + extra, c, 3, 1, 1), hidden, nn.Conv2d(c, 1, 3, 1, 1))
             nn.init.zeros_(self.blend[2].weight)  # alpha = 0.5 at the start
             nn.init.zeros_(self.blend[2].bias)
 
@@ -246,6 +255,7 @@ class DepthCompletionNet(nn.Module):
                              f"{tuple(image.shape)} and {tuple(sparse.shape)}")
         h, w = sparse.shape[-2:]
         scale = median_scale(sparse)
+        share = (sparse > 0).float().mean(dim=(1, 2, 3))  # (B,) of the unpadded image
         image, sparse = pad_inputs(image, sparse)
         mask = (sparse > 0).float()
         log_sparse = torch.where(sparse > 0, torch.log(sparse.clamp_min(1e-6) / scale[:, None, None, None]),
@@ -275,8 +285,12 @@ class DepthCompletionNet(nn.Module):
             linear = torch.log(complete_linear(sparse) / scale[:, None, None, None])
             # the head sees detached inputs: it learns where to trust which, and the integration trains as without it
             integrated_ = integrated.detach()
-            features = torch.cat([d0.detach(), integrated_, linear, integrated_ - linear,
-                                  torch.log(laplace_b.detach()), support, mask], 1)
+            features = [d0.detach(), integrated_, linear, integrated_ - linear, torch.log(laplace_b.detach()), support,
+                        mask]
+            if self.blend_version == 2:
+                density = (torch.log10(share.clamp_min(1e-6)) + 2.0) / 2.0
+                features.append(density[:, None, None, None].expand_as(mask))
+            features = torch.cat(features, 1)
             logit = self.blend(features)
             alpha = torch.sigmoid(logit)
             log_depth = alpha * integrated_ + (1 - alpha) * linear

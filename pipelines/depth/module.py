@@ -88,7 +88,8 @@ class DepthCompletion(pl.LightningModule):
     """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
 
     Args:
-        base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend: see :class:`DepthCompletionNet`.
+        base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend, blend_version: see
+            :class:`DepthCompletionNet`.
         lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
         weight_decay: AdamW weight decay.
         nll_weight: weight of the Laplace NLL term.
@@ -96,8 +97,9 @@ class DepthCompletion(pl.LightningModule):
         head_weight: weight of the direct supervision of the predicted gradients.
         blend_loss_weight: weight of the blend head's cross-entropy (with ``linear_blend``).
         blend_lr_scale: the blend head's learning rate relative to ``lr`` (its inputs are detached, so it cannot
-            upset the rest). At 10x, the head's ReLUs died within 250 steps and its weight became one constant (0.52
-            on every pixel of every pattern); at 1x it moves slowly (0.40-0.66 per pattern after 550 steps).
+            upset the rest). At 10x (blend version 1), the head's ReLUs died within 250 steps and its weight became
+            one constant (0.52 on every pixel of every pattern); at 1x it moves slowly (0.40-0.66 per pattern after
+            550 steps).
         max_depth: evaluation cap, metres (None: no cap).
 
     ``geo3d predict`` writes its outputs through :class:`DepthPredictionWriter` (a trainer callback).
@@ -107,11 +109,11 @@ class DepthCompletion(pl.LightningModule):
                  tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
-                 blend_lr_scale: float = 1.0):
+                 blend_lr_scale: float = 1.0, blend_version: int = 2):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
-                                      obs_weight=obs_weight, linear_blend=linear_blend)
+                                      obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""
