@@ -63,15 +63,18 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1)
 
 
-def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
     """The blend head's loss: binary cross-entropy of its logit against the per-pixel weight that would have been
-    right, ``clamp((g - l) / (i - l), 0, 1)``, weighted by ``(i - l)^2`` (see the module docstring).
+    right, ``clamp((g - l) / (i - l), 0, 1)``, weighted by ``(i - l)^2`` (see the module docstring), times
+    ``exp(2 g)`` with ``metric``: the squared error in metres (what RMSE counts) is about the squared log-depth
+    error times depth^2, so far pixels weigh as they do in the benchmark.
 
     Args:
         out: the network's output with ``log_depth_integrated`` ``i``, ``linear`` ``l`` and ``blend_logit``, each
             (B, 1, H, W) normalised log-depth (``blend_logit``: any real).
         gt_log: (B, 1, H, W) ground-truth normalised log-depth ``g``, meaningful where ``valid``.
         valid: (B, 1, H, W) bool.
+        metric: weight by the squared depth (relative to the image's scale) as well.
 
     Returns:
         A scalar.
@@ -80,6 +83,8 @@ def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor) -> torch.Te
     gap = i - lin
     target = ((gt_log - lin) / torch.where(gap.abs() > 1e-6, gap, torch.ones_like(gap))).clamp(0, 1)
     weight = gap.square() * valid
+    if metric:
+        weight = weight * torch.exp(2 * torch.where(valid, gt_log, torch.zeros_like(gt_log)).clamp(max=5.0))
     bce = F.binary_cross_entropy_with_logits(out["blend_logit"], target, reduction="none")
     return (bce * weight).sum() / weight.sum().clamp_min(1e-6)
 
@@ -96,6 +101,7 @@ class DepthCompletion(pl.LightningModule):
         grad_weight: weight of the multi-scale gradient-matching term.
         head_weight: weight of the direct supervision of the predicted gradients.
         blend_loss_weight: weight of the blend head's cross-entropy (with ``linear_blend``).
+        blend_metric_weight: weight the blend head's loss by the squared depth (:func:`blend_loss`'s ``metric``).
         blend_lr_scale: the blend head's learning rate relative to ``lr`` (its inputs are detached, so it cannot
             upset the rest). At 10x (blend version 1), the head's ReLUs died within 250 steps and its weight became
             one constant (0.52 on every pixel of every pattern); at 1x it moves slowly (0.40-0.66 per pattern after
@@ -109,7 +115,7 @@ class DepthCompletion(pl.LightningModule):
                  tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
-                 blend_lr_scale: float = 1.0, blend_version: int = 2):
+                 blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
@@ -152,7 +158,7 @@ class DepthCompletion(pl.LightningModule):
         loss = l1 + hp.nll_weight * nll + hp.grad_weight * grad_match / n + hp.head_weight * head / n
         parts = {"l1_log": l1, "laplace_nll": nll, "grad_match": grad_match / n, "head_grad": head / n}
         if blended:
-            parts["blend_bce"] = blend_loss(out, gt_log, valid)
+            parts["blend_bce"] = blend_loss(out, gt_log, valid, metric=hp.blend_metric_weight)
             parts["l1_log_blended"] = _masked_mean((out["log_depth"] - gt_log).abs(), valid).detach()
             loss = loss + hp.blend_loss_weight * parts["blend_bce"]
         return loss, parts

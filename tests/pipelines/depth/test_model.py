@@ -112,6 +112,21 @@ def test_the_linear_blend_spans_linear_interpolation_and_the_integration():
         assert torch.allclose(blended(image, sparse)["depth"], plain(image, sparse)["depth"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("every, expected", [(10, 0.0), (1, 1.0)])  # 1 % of the pixels -> 0, all -> 1
+def test_the_blend_head_sees_the_sparse_density(every, expected):
+    """Version 2's last input channel is (log10(share of valid sparse pixels) + 2) / 2, constant over the image
+    (padding excluded: 40 x 50 pads to 48 x 64)."""
+    net = DepthCompletionNet(base_channels=4, sparse_channels=4).eval()
+    seen = {}
+    net.blend[0].register_forward_hook(lambda module, inputs, output: seen.update(x=inputs[0]))
+    sparse = torch.zeros(1, 1, 40, 50)
+    sparse[0, 0, ::every, ::every] = 5.0
+    with torch.no_grad():
+        net(torch.rand(1, 3, 40, 50), sparse)
+    assert seen["x"].shape[1] == 4 + 7
+    assert torch.allclose(seen["x"][0, -1], torch.full((48, 64), expected), atol=1e-6)
+
+
 def test_loss_parts_against_hand_computation():
     gt = torch.full((1, 1, 16, 16), 2.0)
     gt[0, 0, :, 8:] = 4.0
@@ -247,3 +262,14 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
 
     assert load_model(old).net.blend is None and load_model(ckpt).net.blend is not None
     assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "old.png"), "--ckpt", str(old)]) == 0
+
+    # a checkpoint of the blend's first design (no `blend_version`: 6 input channels, ReLU) loads as version 1
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["hyper_parameters"].pop("blend_version")
+    first = DepthCompletionNet(base_channels=4, sparse_channels=4, blend_version=1)
+    state["state_dict"].update({f"net.blend.{k}": v for k, v in first.blend.state_dict().items()})
+    v1 = tmp_path / "blend_v1.ckpt"
+    torch.save(state, v1)
+    assert load_model(v1).net.blend_version == 1 and load_model(ckpt).net.blend_version == 2
+    assert isinstance(load_model(v1).net.blend[1], torch.nn.ReLU)
+    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "v1.png"), "--ckpt", str(v1)]) == 0
