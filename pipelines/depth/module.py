@@ -6,13 +6,15 @@ predicted scale ``b`` (``|r| / b + log b``) + ``grad_weight`` x gradient matchin
 the residual at full, 1/2 and 1/4 resolution, mask-aware pooling) + ``head_weight`` x L1 between each resolution's
 predicted gradients and the ground truth's (direct supervision of the heads, which speeds up early training).
 
-With the linear blend (:class:`~pipelines.depth.model.DepthCompletionNet`'s ``linear_blend``) these terms apply to
-the integrated log-depth ``i``, and ``blend_loss_weight`` x a binary cross-entropy trains the blend head: its target per
-pixel is the weight that would have hit the ground truth ``g`` between ``i`` and the linear fill ``l``,
-``clamp((g - l) / (i - l), 0, 1)``, weighted by ``(i - l)^2``: the blend's squared error at a pixel is
-``(i - l)^2 (alpha - target)^2`` (where the target is not clamped), so the weight follows what RMSE counts, and where
-the two agree the weight does not matter. (Weighted by ``|i - l|``, a run gave the integration weights of only
-0.38-0.43 on LiDAR patterns and 0.41 on the KITTI frame, where it is far better than linear interpolation.) A
+With the linear blend (:class:`~pipelines.depth.model.DepthCompletionNet`'s ``linear_blend``) these terms apply to the
+integrated log-depth ``i``, and ``blend_loss_weight`` x a binary cross-entropy trains the blend head: its target per
+pixel is the weight that would have hit the ground truth ``g`` between ``i`` and the linear fill ``l``, ``clamp((g - l)
+/ (i - l), 0, 1)``, weighted by ``(i - l)^2`` and by the squared depth (``exp(2 g)``, ``blend_metric_weight``): the
+blend's squared log error at a pixel is ``(i - l)^2 (alpha - target)^2`` (where the target is not clamped) and its error
+in metres about depth times that, so the weight follows what RMSE counts, and where the two agree the weight does not
+matter. (Without the depth factor, the near pixels ruled and the head trusted linear interpolation too much on LiDAR
+inputs: 2.270 m on the KITTI frame against 2.088 with it. Weighted by ``|i - l|``, a run gave the integration weights of
+only 0.38-0.43 on LiDAR patterns and 0.41 on the KITTI frame, where it is far better than linear interpolation.) A
 cross-entropy on the logit keeps its gradient when the weight saturates, which an L1 on the blended output does not:
 trained that way, the head learned in the first minutes, while the integration was still poor, to trust linear
 interpolation everywhere (weights 0.01-0.09) and never recovered.
