@@ -85,3 +85,31 @@ def budget_one_cycle(optimizer: torch.optim.Optimizer, progress: Callable[[int],
         A ``LambdaLR``; step it every optimizer step (Lightning: ``"interval": "step"``).
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle_factor(progress(step), pct_start))
+
+
+class BudgetOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """torch's ``OneCycleLR`` (learning rate and momentum), whose position in the cycle jumps ahead to the share of
+    the time budget used when that is further than the steps taken.
+
+    While the steps lead, it is ``OneCycleLR`` exactly (same learning rates and momenta, step for step); a run that
+    its ``max_time`` would cut short is compressed into the time instead, so it still ends annealed.
+
+    Args:
+        optimizer: as ``OneCycleLR``'s.
+        time_progress: () -> share of the time budget used, in [0, 1] (e.g. ``lambda: trainer_progress(trainer,
+            0)``, which is 0 without ``max_time``).
+        **kwargs: ``OneCycleLR``'s (``max_lr``, ``total_steps``, ``pct_start``, ``div_factor``, ...).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, time_progress: Callable[[], float], **kwargs):
+        self.time_progress = time_progress
+        super().__init__(optimizer, **kwargs)
+
+    def get_lr(self) -> list[float]:
+        steps = self.last_epoch
+        by_time = round(min(max(self.time_progress(), 0.0), 1.0) * (self.total_steps - 1))
+        self.last_epoch = max(steps, by_time)
+        try:
+            return super().get_lr()
+        finally:
+            self.last_epoch = steps

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from geo3d.io.atomic import atomic_path
 from geo3d.io.kitti import boxes_lidar_to_objects, write_label
+from geo3d.schedule import BudgetOneCycleLR, trainer_progress
 from geo3d.types import Boxes3D
 from ops.voxelize import grid_size, hard_voxelize
 from pipelines.detection.anchors import generate_anchors
@@ -337,9 +338,11 @@ class SecondDetector(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total < 1:
             raise ValueError("trainer: set max_epochs or max_steps so the one-cycle schedule knows its length")
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=int(total), pct_start=self.hparams.pct_start,
-            div_factor=self.hparams.div_factor, base_momentum=0.85, max_momentum=0.95)
+        # OneCycleLR, compressed into max_time when that would cut the run short (so a slow machine still anneals)
+        scheduler = BudgetOneCycleLR(
+            optimizer, lambda: trainer_progress(self.trainer, 0), max_lr=self.hparams.lr, total_steps=int(total),
+            pct_start=self.hparams.pct_start, div_factor=self.hparams.div_factor, base_momentum=0.85,
+            max_momentum=0.95)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

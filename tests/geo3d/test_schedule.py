@@ -7,7 +7,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
 
-from geo3d.schedule import ANNEAL_SHARE, DEFAULT_STEPS, budget_one_cycle, one_cycle_factor, trainer_progress
+from geo3d.schedule import (
+    ANNEAL_SHARE,
+    DEFAULT_STEPS,
+    BudgetOneCycleLR,
+    budget_one_cycle,
+    one_cycle_factor,
+    trainer_progress,
+)
 
 
 def test_one_cycle_factor_is_torchs_one_cycle():
@@ -93,3 +100,46 @@ def test_a_run_cut_by_max_time_still_anneals(tmp_path):
     assert max(lrs) > 0.09  # the peak, 0.1, reached early
     assert lrs.index(max(lrs)) < len(lrs) // 4
     assert lrs[-1] < 0.1 * one_cycle_factor(0.85)  # well into the annealed end when the time ran out
+
+
+def _adamw() -> torch.optim.AdamW:
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, betas=(0.95, 0.99))
+
+
+ONE_CYCLE = {"max_lr": 3e-3, "total_steps": 300, "pct_start": 0.4, "div_factor": 10.0, "base_momentum": 0.85,
+             "max_momentum": 0.95}
+
+
+def test_budget_one_cycle_lr_is_torchs_while_the_steps_lead():
+    """With no time used it is OneCycleLR exactly, learning rate and Adam's beta1, step for step."""
+    opt, ref_opt = _adamw(), _adamw()
+    ours = BudgetOneCycleLR(opt, lambda: 0.0, **ONE_CYCLE)
+    reference = torch.optim.lr_scheduler.OneCycleLR(ref_opt, **ONE_CYCLE)
+    for _ in range(ONE_CYCLE["total_steps"] - 1):
+        assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
+        assert opt.param_groups[0]["betas"] == ref_opt.param_groups[0]["betas"]
+        opt.step(), ref_opt.step()
+        ours.step(), reference.step()
+
+
+def test_budget_one_cycle_lr_jumps_to_the_time_used():
+    """At 60 % of the time after 10 steps it is where OneCycleLR is at 60 % of its steps (step 179 of 0..299)."""
+    used = {"share": 0.0}
+    opt, ref_opt = _adamw(), _adamw()
+    ours = BudgetOneCycleLR(opt, lambda: used["share"], **ONE_CYCLE)
+    reference = torch.optim.lr_scheduler.OneCycleLR(ref_opt, **ONE_CYCLE)
+    for _ in range(10):
+        opt.step()
+        ours.step()
+    used["share"] = 0.6
+    opt.step()
+    ours.step()
+    for _ in range(round(0.6 * 299)):
+        ref_opt.step()
+        reference.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-12)
+    assert opt.param_groups[0]["betas"] == pytest.approx(ref_opt.param_groups[0]["betas"], rel=1e-12)
+    used["share"] = 1.0
+    opt.step()
+    ours.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(3e-3 / 10 / 1e4, rel=1e-9)  # the end of the cycle
