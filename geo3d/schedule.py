@@ -105,6 +105,12 @@ class BudgetOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
         self.time_progress = time_progress
         super().__init__(optimizer, **kwargs)
 
+    def state_dict(self) -> dict:
+        """OneCycleLR's state without ``time_progress`` (a closure over the trainer: not saved in checkpoints)."""
+        state = super().state_dict()
+        state.pop("time_progress", None)
+        return state
+
     def get_lr(self) -> list[float]:
         steps = self.last_epoch
         by_time = round(min(max(self.time_progress(), 0.0), 1.0) * (self.total_steps - 1))

@@ -143,3 +143,21 @@ def test_budget_one_cycle_lr_jumps_to_the_time_used():
     opt.step()
     ours.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-3 / 10 / 1e4, rel=1e-9)  # the end of the cycle
+
+
+def test_budget_one_cycle_lr_state_saves_and_restores(tmp_path):
+    """Its state goes into a checkpoint (the time closure is left out) and a restored scheduler goes on alike."""
+    opt = _adamw()
+    ours = BudgetOneCycleLR(opt, lambda: 0.0, **ONE_CYCLE)
+    for _ in range(20):
+        opt.step()
+        ours.step()
+    torch.save({"scheduler": ours.state_dict()}, tmp_path / "state.pt")
+    restored_opt = _adamw()
+    restored_opt.load_state_dict(opt.state_dict())
+    restored = BudgetOneCycleLR(restored_opt, lambda: 0.0, **ONE_CYCLE)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False)["scheduler"])
+    opt.step(), restored_opt.step()
+    ours.step(), restored.step()
+    assert restored_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    assert restored.time_progress() == 0.0
