@@ -24,7 +24,7 @@ ground truth at the picked pixels and 0 elsewhere; only pixels with valid ground
   KITTI's ``velodyne_raw``, some returns see past the edges of near objects and land on their pixels with the
   depth of what lies behind. The sensor's view is made from the ground truth alone (:func:`lidar_view_depth`):
   every valid pixel is forward-projected into a camera at the sensor's centre (same K, nearest surface wins), and
-  the gaps that opens behind near objects (what the sensor sees and the camera does not) are filled with the
+  the gaps that open behind near objects (what the sensor sees and the camera does not) are filled with the
   farther neighbouring depth, as if the background continued behind the object. The beams are traced in that
   view (as ``lidar:B``, from the sensor's centre) and every return is projected back into the camera (nearest
   return per pixel), kept where the camera's ground truth is valid. The values are the returns' camera-frame
@@ -307,7 +307,7 @@ def sample_sparse(gt: torch.Tensor, pattern: str, generator: np.random.Generator
 
     Returns:
         (H, W) float32 metres on ``gt``'s device, 0 = missing; nonzero only at pixels with valid ``gt``, equal
-        to ``gt`` there (``outliers``: except the corrupted values).
+        to ``gt`` there (``outliers``: except the corrupted values; ``lidar_offset``: the returns' own depths).
 
     Raises:
         ValueError: a bad pattern, ``gt`` not (H, W), a keypoints pattern without ``image``, or a bad K / image.
