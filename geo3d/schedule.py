@@ -1,4 +1,4 @@
-"""A one-cycle learning-rate schedule that finishes inside a wall-clock budget.
+"""One-cycle learning-rate schedules that finish inside a wall-clock budget.
 
 The tiny CPU configs train for "at most N minutes here", and machines differ: a step-count schedule
 (torch's ``OneCycleLR`` over ``max_steps``) that does not fit in the trainer's ``max_time`` is cut off
@@ -7,6 +7,11 @@ anneals over whichever runs out first, the steps or the time: its progress is
 ``max(step / max_steps, elapsed / (ANNEAL_SHARE * max_time))``. On a machine fast enough for all the
 steps it is the step schedule; on a slower one it is the same curve, compressed into the time there is.
 Lightning's own schedulers are step-based, hence this module.
+
+Two forms of the one idea: :func:`budget_one_cycle` (a ``LambdaLR``: learning rate only; the depth pipeline's,
+trained with it) and :class:`BudgetOneCycleLR` (torch's ``OneCycleLR`` itself, momentum cycling included, made to
+jump ahead in time; detection's, which must stay exactly its old schedule when the time does not bind). They differ
+in where a step sits on the curve by at most one step; merging them would change the depth model's schedule.
 """
 
 from __future__ import annotations

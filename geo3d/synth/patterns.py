@@ -137,9 +137,8 @@ def pixel_angles(K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np
         ``elevation`` and ``azimuth``, each (H, W) float64 radians: atan2(-y, sqrt(x^2 + z^2)) (up positive) and
         atan2(x, z) (right positive) of the camera-frame ray K^-1 (u + 0.5, v + 0.5, 1).
     """
-    K = np.asarray(K, np.float64)
-    v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+    rows, cols = np.mgrid[0:height, 0:width]
+    rays = _pixel_rays(np.asarray(K, np.float64), rows.ravel(), cols.ravel()).reshape(height, width, 3)
     x, y, z = rays[..., 0], rays[..., 1], rays[..., 2]
     return np.arctan2(-y, np.hypot(x, z)), np.arctan2(x, z)
 
