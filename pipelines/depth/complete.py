@@ -49,10 +49,15 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
         try:
             hparams = torch.load(str(checkpoint), map_location="cpu", weights_only=False).get("hyper_parameters", {})
             # checkpoints from before the linear blend (step 5 of pipelines.depth.model) have no blend head, those
-            # of its first design (2026-12-01) no blend_version
+            # of its first design (2026-12-01) no blend_version; the linear prior's first design (an experiment of
+            # 2026-12-01) had no linear_input and fed linear interpolation to the encoder
             old = {} if "linear_blend" in hparams else {"linear_blend": False}
             if "linear_blend" in hparams and "blend_version" not in hparams:
                 old["blend_version"] = 1
+            if "linear_prior" not in hparams:
+                old["linear_prior"] = False
+            elif "linear_input" not in hparams:
+                old["linear_input"] = True
             model = DepthCompletion.load_from_checkpoint(str(checkpoint), map_location=device, **old)
         except Exception as e:  # whatever fails to load is not a usable checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

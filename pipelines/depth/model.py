@@ -6,16 +6,18 @@ OMNI-DC's recipe at a CPU-trainable size:
    works in ``log(depth / s)``: the prediction is equivariant to the scene's scale (metres or millimetres, a room or
    a street), and a gradient of log-depth is a relative depth change.
 2. **Inputs.** The RGB image; the sparse points through a sparse branch on the op layer (``ops.SubMConv2d`` over the
-   valid pixels only, so its cost follows the number of points, not the image size), densified; and the
+   valid pixels only, so its cost follows the number of points, not the image size), densified; the
    nearest-sample fill of the sparse log-depth with the distance to that sample (:func:`nearest_fill`, jump
-   flooding in torch), which hands the encoder where the samples are and what they say at any sparsity.
+   flooding in torch), which hands the encoder where the samples are and what they say at any sparsity; and
+   optionally (``linear_input``, off by default) the log of the linear interpolation of the sparse depth.
 3. **Encoder-decoder** (a small U-Net with strided convolutions to 1/16) with heads at 1/4, 1/2 and full resolution:
    log-depth gradients (x and y forward differences) and their confidences; at full resolution also a per-pixel
    Laplace scale (uncertainty of the log-depth) and a weight per sparse observation (so outliers can be discounted).
 4. **Integration** (:class:`pipelines.depth.integration.MultiResIntegration`): the log-depth that best agrees, in
    weighted least squares, with the gradients at all three resolutions and with the sparse observations, solved by
-   conjugate gradients and differentiated implicitly. The fill of step 2 is its starting point and, with a small
-   weight ``lam``, its prior where nothing else constrains the solution.
+   conjugate gradients and differentiated implicitly. The nearest fill of step 2 (or, with ``linear_prior``, the
+   linear interpolation of the sparse depth) is its starting point and, with a small weight ``lam``, its prior
+   where the gradients' confidences are low.
 5. **Blend with linear interpolation** (``linear_blend``, on by default): a small head looks at the decoder's
    features, the integrated log-depth, the linear interpolation of the sparse depth (Delaunay,
    :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty ``log b``, and predicts a
@@ -190,15 +192,27 @@ class DepthCompletionNet(nn.Module):
             valid sparse pixels) + 2) / 2``, one value per image: scan lines and sparse random points want different
             weights) and its hidden layer is a leaky ReLU (plain ReLUs died at a higher learning rate); 1: without
             the density, ReLU (checkpoints of 2026-12-01).
+        linear_prior: the log of the linear interpolation of the sparse depth is the integration's prior and
+            starting point (step 4 of the module docstring) instead of the nearest fill. Off by default: a
+            400-step run with it won the sparsest random and keypoint inputs and lost the KITTI frame and the
+            KITTI-mounted LiDAR pattern, where linear interpolation carries the LiDAR's see-through returns
+            (pipelines/depth/README.md, the blend experiments).
+        linear_input: the log of the linear interpolation is also an encoder input (step 2). Off by default: in a
+            400-step run with it, the network copied linear interpolation's gradients everywhere and lost the
+            LiDAR patterns' advantage.
     """
 
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
-                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2):
+                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2,
+                 linear_prior: bool = False, linear_input: bool = False):
         super().__init__()
         c = base_channels
         self.obs_weight = obs_weight
         self.sparse = SparseBranch(sparse_channels)
-        in_ch = 3 + sparse_channels + 3  # image, sparse features, [mask, nearest fill, distance to the sample]
+        self.linear_prior = linear_prior
+        self.linear_input = linear_input
+        # image, sparse features, [mask, nearest fill, distance to the sample(, linear interpolation)]
+        in_ch = 3 + sparse_channels + 3 + int(linear_input)
         self.enc0 = _block(in_ch, c)
         self.enc1 = _block(c, 2 * c, 2)
         self.enc2 = _block(2 * c, 4 * c, 2)
@@ -262,7 +276,13 @@ class DepthCompletionNet(nn.Module):
                                  torch.zeros_like(sparse))
         fill, distance = coarse_nearest_fill(log_sparse, mask)
         support = torch.log1p(distance) / 8.0  # ~1 at 3000 pixels
-        x = torch.cat([image, self.sparse(log_sparse, mask), mask, fill, support], 1)
+        inputs = [image, self.sparse(log_sparse, mask), mask, fill, support]
+        linear = None
+        if self.linear_prior or self.linear_input or self.blend is not None:
+            linear = torch.log(complete_linear(sparse) / scale[:, None, None, None])
+        if self.linear_input:
+            inputs.append(linear)
+        x = torch.cat(inputs, 1)
         e0 = self.enc0(x)
         e1 = self.enc1(e0)
         e2 = self.enc2(e1)
@@ -277,12 +297,11 @@ class DepthCompletionNet(nn.Module):
         confidences = [F.softplus(o[:, 2:4] + 1.0) + 1e-3 for o in outs]
         laplace_b = F.softplus(outs[0][:, 4:5] - 2.0) + 1e-3
         obs_weight = self.obs_weight * torch.sigmoid(outs[0][:, 5:6] + 2.0) * mask
-        integrated = self.integration(gradients, confidences, log_sparse, obs_weight, fill.detach(),
-                                      x_init=fill.detach())
+        prior = linear if self.linear_prior else fill.detach()
+        integrated = self.integration(gradients, confidences, log_sparse, obs_weight, prior, x_init=prior)
         out = {"log_depth_integrated": integrated, "laplace_b": laplace_b, "fill": fill, "obs_weight": obs_weight}
         log_depth = integrated
         if self.blend is not None:
-            linear = torch.log(complete_linear(sparse) / scale[:, None, None, None])
             # the head sees detached inputs: it learns where to trust which, and the integration trains as without it
             integrated_ = integrated.detach()
             features = [d0.detach(), integrated_, linear, integrated_ - linear, torch.log(laplace_b.detach()), support,

@@ -95,7 +95,8 @@ class DepthCompletion(pl.LightningModule):
     """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
 
     Args:
-        base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend, blend_version: see
+        base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend, blend_version, linear_prior,
+            linear_input: see
             :class:`DepthCompletionNet`.
         lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
         weight_decay: AdamW weight decay.
@@ -117,11 +118,13 @@ class DepthCompletion(pl.LightningModule):
                  tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
-                 blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True):
+                 blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True,
+                 linear_prior: bool = False, linear_input: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
-                                      obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version)
+                                      obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version,
+                                      linear_prior=linear_prior, linear_input=linear_input)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""

@@ -112,6 +112,27 @@ def test_the_linear_blend_spans_linear_interpolation_and_the_integration():
         assert torch.allclose(blended(image, sparse)["depth"], plain(image, sparse)["depth"], rtol=1e-5)
 
 
+def test_the_integration_falls_back_to_linear_interpolation_with_the_linear_prior():
+    """Where the prior dominates (a huge ``lam``) the integration returns its prior: linear interpolation of the
+    sparse depth (the independent SciPy baseline) with ``linear_prior``, the nearest fill without."""
+    from pipelines.depth.baselines import complete_baseline
+
+    image, sparse = torch.rand(1, 3, 37, 53), torch.zeros(1, 1, 37, 53)
+    g = torch.Generator().manual_seed(4)
+    sparse[0, 0, ::4, ::6] = torch.rand(10, 9, generator=g) * 20 + 2
+    linear = complete_baseline("linear", sparse[0, 0])
+    results = {}
+    for prior in (True, False):
+        torch.manual_seed(0)
+        net = DepthCompletionNet(base_channels=4, sparse_channels=4, lam=1e6, iters=300, tol=1e-10,
+                                 linear_blend=False, linear_prior=prior).eval()
+        assert not net.linear_input
+        with torch.no_grad():
+            results[prior] = net(image, sparse)["depth"][0, 0]
+    assert torch.allclose(results[True], linear, rtol=1e-4)
+    assert (results[False] - linear).abs().max() > 1.0  # the nearest fill is piecewise constant
+
+
 @pytest.mark.parametrize("every, expected", [(10, 0.0), (1, 1.0)])  # 1 % of the pixels -> 0, all -> 1
 def test_the_blend_head_sees_the_sparse_density(every, expected):
     """Version 2's last input channel is (log10(share of valid sparse pixels) + 2) / 2, constant over the image
@@ -301,3 +322,23 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
     assert load_model(v1).net.blend_version == 1 and load_model(ckpt).net.blend_version == 2
     assert isinstance(load_model(v1).net.blend[1], torch.nn.ReLU)
     assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "v1.png"), "--ckpt", str(v1)]) == 0
+
+    # the linear prior's first design (`linear_prior` without `linear_input`) fed linear interpolation to the encoder
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["hyper_parameters"].pop("linear_input")
+    state["hyper_parameters"]["linear_prior"] = True
+    weight = state["state_dict"]["net.enc0.0.weight"]
+    state["state_dict"]["net.enc0.0.weight"] = torch.cat([weight, weight[:, :1]], 1)
+    first_prior = tmp_path / "first_prior.ckpt"
+    torch.save(state, first_prior)
+    assert load_model(first_prior).net.linear_input and load_model(first_prior).net.linear_prior
+    assert not load_model(ckpt).net.linear_input and not load_model(ckpt).net.linear_prior
+    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "fp.png"), "--ckpt", str(first_prior)]) == 0
+    # and checkpoints from before it (neither key) load with the nearest fill as the prior, no linear input
+    for key in ("linear_prior", "linear_input"):
+        state["hyper_parameters"].pop(key, None)
+    state["state_dict"]["net.enc0.0.weight"] = weight
+    before_prior = tmp_path / "before_prior.ckpt"
+    torch.save(state, before_prior)
+    net = load_model(before_prior).net
+    assert not net.linear_prior and not net.linear_input
