@@ -17,7 +17,9 @@ OMNI-DC's recipe at a CPU-trainable size:
    weighted least squares, with the gradients at all three resolutions and with the sparse observations, solved by
    conjugate gradients and differentiated implicitly. The nearest fill of step 2 (or, with ``linear_prior``, the
    linear interpolation of the sparse depth) is its starting point and, with a small weight ``lam``, its prior
-   where the gradients' confidences are low.
+   where the gradients' confidences are low. With ``prior_mix`` the prior is chosen per pixel between the two: a small
+   head predicts ``beta`` in (0, 1) and the prior is ``fill + beta (linear - fill)``, trained like the blend head (step
+   5) towards the weight that would have hit the ground truth.
 5. **Blend with linear interpolation** (``linear_blend``, on by default): a small head looks at the decoder's
    features, the integrated log-depth, the linear interpolation of the sparse depth (Delaunay,
    :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty ``log b``, and predicts a
@@ -200,11 +202,18 @@ class DepthCompletionNet(nn.Module):
         linear_input: the log of the linear interpolation is also an encoder input (step 2). Off by default: in a
             400-step run with it, the network copied linear interpolation's gradients everywhere and lost the
             LiDAR patterns' advantage.
+        prior_mix: the integration's prior and start are a per-pixel mix of the nearest fill and the linear
+            interpolation, ``fill + beta (linear - fill)``, with ``beta`` in (0, 1) from a small head on detached
+            inputs (decoder features, both priors, their difference, the support, the mask, the sparse density).
+            Overrides ``linear_prior``. Meant for the two priors' complementary failures (the nearest fill on sparse
+            random points and keypoints, linear interpolation where a LiDAR sees past near edges); off by default: in
+            a 693-step run the head learned no pattern-wise choice (mean ``beta`` 0.55-0.57 on every pattern) and the
+            model lost the same three sparsest inputs as without it (pipelines/depth/README.md).
     """
 
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
                  tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2,
-                 linear_prior: bool = False, linear_input: bool = False):
+                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False):
         super().__init__()
         c = base_channels
         self.obs_weight = obs_weight
@@ -240,6 +249,12 @@ class DepthCompletionNet(nn.Module):
             self.blend = nn.Sequential(nn.Conv2d(c + extra, c, 3, 1, 1), hidden, nn.Conv2d(c, 1, 3, 1, 1))
             nn.init.zeros_(self.blend[2].weight)  # alpha = 0.5 at the start
             nn.init.zeros_(self.blend[2].bias)
+        self.prior_head = None
+        if prior_mix:  # [decoder features, fill, linear, difference, support, mask, density] -> logit of beta
+            self.prior_head = nn.Sequential(nn.Conv2d(c + 6, c, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
+                                            nn.Conv2d(c, 1, 3, 1, 1))
+            nn.init.zeros_(self.prior_head[2].weight)  # beta = 0.5 at the start
+            nn.init.zeros_(self.prior_head[2].bias)
 
     @staticmethod
     def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -261,7 +276,8 @@ class DepthCompletionNet(nn.Module):
             nearest-sample fill of the sparse log-depth; ``log_depth_integrated`` (B, 1, H, W) the integration's
             log-depth; with ``linear_blend`` also ``linear`` (B, 1, H, W) the log of the linear interpolation and
             ``blend_weight`` (B, 1, H, W) ``alpha`` (``log_depth = alpha integrated + (1 - alpha) linear``) and
-            ``blend_logit`` (B, 1, H, W) its logit.
+            ``blend_logit`` (B, 1, H, W) its logit; with ``prior_mix`` also ``prior`` (B, 1, H, W) the integration's
+            prior (normalised log-depth), ``prior_weight`` (B, 1, H, W) ``beta`` and ``prior_logit`` its logit.
         """
         if image.dim() != 4 or image.shape[1] != 3 or sparse.dim() != 4 or sparse.shape[1] != 1 \
                 or image.shape[-2:] != sparse.shape[-2:] or image.shape[0] != sparse.shape[0]:
@@ -278,7 +294,8 @@ class DepthCompletionNet(nn.Module):
         support = torch.log1p(distance) / 8.0  # ~1 at 3000 pixels
         inputs = [image, self.sparse(log_sparse, mask), mask, fill, support]
         linear = None
-        if self.linear_prior or self.linear_input or self.blend is not None:
+        density = ((torch.log10(share.clamp_min(1e-6)) + 2.0) / 2.0)[:, None, None, None].expand_as(mask)
+        if self.linear_prior or self.linear_input or self.blend is not None or self.prior_head is not None:
             linear = torch.log(complete_linear(sparse) / scale[:, None, None, None])
         if self.linear_input:
             inputs.append(linear)
@@ -297,9 +314,18 @@ class DepthCompletionNet(nn.Module):
         confidences = [F.softplus(o[:, 2:4] + 1.0) + 1e-3 for o in outs]
         laplace_b = F.softplus(outs[0][:, 4:5] - 2.0) + 1e-3
         obs_weight = self.obs_weight * torch.sigmoid(outs[0][:, 5:6] + 2.0) * mask
-        prior = linear if self.linear_prior else fill.detach()
+        out = {}
+        if self.prior_head is not None:
+            fill_ = fill.detach()
+            prior_logit = self.prior_head(torch.cat([d0.detach(), fill_, linear, linear - fill_, support, mask,
+                                                     density], 1))
+            beta = torch.sigmoid(prior_logit)
+            prior = (fill_ + beta * (linear - fill_)).detach()  # beta learns from its own loss only
+            out |= {"prior": prior, "prior_weight": beta, "prior_logit": prior_logit, "linear": linear}
+        else:
+            prior = linear if self.linear_prior else fill.detach()
         integrated = self.integration(gradients, confidences, log_sparse, obs_weight, prior, x_init=prior)
-        out = {"log_depth_integrated": integrated, "laplace_b": laplace_b, "fill": fill, "obs_weight": obs_weight}
+        out |= {"log_depth_integrated": integrated, "laplace_b": laplace_b, "fill": fill, "obs_weight": obs_weight}
         log_depth = integrated
         if self.blend is not None:
             # the head sees detached inputs: it learns where to trust which, and the integration trains as without it
@@ -307,8 +333,7 @@ class DepthCompletionNet(nn.Module):
             features = [d0.detach(), integrated_, linear, integrated_ - linear, torch.log(laplace_b.detach()), support,
                         mask]
             if self.blend_version == 2:
-                density = (torch.log10(share.clamp_min(1e-6)) + 2.0) / 2.0
-                features.append(density[:, None, None, None].expand_as(mask))
+                features.append(density)
             features = torch.cat(features, 1)
             logit = self.blend(features)
             alpha = torch.sigmoid(logit)

@@ -81,13 +81,48 @@ def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: boo
     Returns:
         A scalar.
     """
-    i, lin = out["log_depth_integrated"].detach(), out["linear"].detach()
-    gap = i - lin
-    target = ((gt_log - lin) / torch.where(gap.abs() > 1e-6, gap, torch.ones_like(gap))).clamp(0, 1)
+    return choice_loss(out["blend_logit"], out["log_depth_integrated"], out["linear"], gt_log, valid, metric)
+
+
+def prior_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
+    """The prior head's loss (``prior_mix``): as :func:`blend_loss`, for the weight ``beta`` of the linear
+    interpolation ``l`` against the nearest fill ``f`` (``prior = f + beta (l - f)``): target ``clamp((g - f) / (l -
+    f), 0, 1)``, weighted by ``(l - f)^2`` (times ``exp(2 g)`` with ``metric``).
+
+    Args:
+        out: the network's output with ``linear``, ``fill`` and ``prior_logit``, each (B, 1, H, W).
+        gt_log, valid, metric: as in :func:`blend_loss`.
+
+    Returns:
+        A scalar.
+    """
+    return choice_loss(out["prior_logit"], out["linear"], out["fill"], gt_log, valid, metric)
+
+
+def choice_loss(logit: torch.Tensor, take: torch.Tensor, other: torch.Tensor, gt_log: torch.Tensor,
+                valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
+    """Cross-entropy of a per-pixel mixing weight ``w = sigmoid(logit)`` in ``w take + (1 - w) other`` against the
+    weight that would have hit the ground truth, ``clamp((g - other) / (take - other), 0, 1)``, weighted by
+    ``(take - other)^2`` (the mix's squared error is that times ``(w - target)^2``) and, with ``metric``, by
+    ``exp(2 g)`` (the squared depth relative to the image's scale: the error in metres).
+
+    Args:
+        logit: (B, 1, H, W) any real.
+        take, other: (B, 1, H, W) normalised log-depth (detached here).
+        gt_log: (B, 1, H, W) ground-truth normalised log-depth ``g``, meaningful where ``valid``.
+        valid: (B, 1, H, W) bool.
+        metric: weight by the squared depth as well.
+
+    Returns:
+        A scalar.
+    """
+    take, other = take.detach(), other.detach()
+    gap = take - other
+    target = ((gt_log - other) / torch.where(gap.abs() > 1e-6, gap, torch.ones_like(gap))).clamp(0, 1)
     weight = gap.square() * valid
     if metric:
         weight = weight * torch.exp(2 * torch.where(valid, gt_log, torch.zeros_like(gt_log)).clamp(max=5.0))
-    bce = F.binary_cross_entropy_with_logits(out["blend_logit"], target, reduction="none")
+    bce = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
     return (bce * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
@@ -96,19 +131,20 @@ class DepthCompletion(pl.LightningModule):
 
     Args:
         base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend, blend_version, linear_prior,
-            linear_input: see
+            linear_input, prior_mix: see
             :class:`DepthCompletionNet`.
         lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
         weight_decay: AdamW weight decay.
         nll_weight: weight of the Laplace NLL term.
         grad_weight: weight of the multi-scale gradient-matching term.
         head_weight: weight of the direct supervision of the predicted gradients.
-        blend_loss_weight: weight of the blend head's cross-entropy (with ``linear_blend``).
+        blend_loss_weight: weight of the blend head's cross-entropy (with ``linear_blend``); also of the prior
+            head's (with ``prior_mix``).
         blend_metric_weight: weight the blend head's loss by the squared depth (:func:`blend_loss`'s ``metric``).
-        blend_lr_scale: the blend head's learning rate relative to ``lr`` (its inputs are detached, so it cannot
-            upset the rest). At 10x (blend version 1), the head's ReLUs died within 250 steps and its weight became
-            one constant (0.52 on every pixel of every pattern); at 1x it moves slowly (0.40-0.66 per pattern after
-            550 steps).
+        blend_lr_scale: the blend head's (and the prior head's) learning rate relative to ``lr`` (its inputs are
+            detached, so it cannot upset the rest). At 10x (blend version 1), the head's ReLUs died within 250
+            steps and its weight became one constant (0.52 on every pixel of every pattern); at 1x it moves slowly
+            (0.40-0.66 per pattern after 550 steps).
         max_depth: evaluation cap, metres (None: no cap).
 
     ``geo3d predict`` writes its outputs through :class:`DepthPredictionWriter` (a trainer callback).
@@ -119,12 +155,12 @@ class DepthCompletion(pl.LightningModule):
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
                  blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True,
-                 linear_prior: bool = False, linear_input: bool = False):
+                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
                                       obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version,
-                                      linear_prior=linear_prior, linear_input=linear_input)
+                                      linear_prior=linear_prior, linear_input=linear_input, prior_mix=prior_mix)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""
@@ -166,6 +202,9 @@ class DepthCompletion(pl.LightningModule):
             parts["blend_bce"] = blend_loss(out, gt_log, valid, metric=hp.blend_metric_weight)
             parts["l1_log_blended"] = _masked_mean((out["log_depth"] - gt_log).abs(), valid).detach()
             loss = loss + hp.blend_loss_weight * parts["blend_bce"]
+        if "prior_logit" in out:
+            parts["prior_bce"] = prior_loss(out, gt_log, valid, metric=hp.blend_metric_weight)
+            loss = loss + hp.blend_loss_weight * parts["prior_bce"]
         return loss, parts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -188,6 +227,8 @@ class DepthCompletion(pl.LightningModule):
             self.log(f"val_{pattern}/{key}", metrics[key], batch_size=1)
         if "blend_weight" in out:  # how much the output trusts the integration over linear interpolation
             self.log(f"val_{pattern}/blend_weight", out["blend_weight"].mean(), batch_size=1)
+        if "prior_weight" in out:  # how much the integration's prior trusts linear interpolation over the nearest fill
+            self.log(f"val_{pattern}/prior_weight", out["prior_weight"].mean(), batch_size=1)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -201,11 +242,12 @@ class DepthCompletion(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        blend = self.net.blend
-        groups = [{"params": [p for name, p in self.net.named_parameters() if not name.startswith("blend.")],
+        heads = ("blend.", "prior_head.")  # the heads on detached inputs
+        groups = [{"params": [p for name, p in self.net.named_parameters() if not name.startswith(heads)],
                    "lr": hp.lr}]
-        if blend is not None:
-            groups.append({"params": list(blend.parameters()), "lr": hp.lr * hp.blend_lr_scale})
+        head_params = [p for name, p in self.net.named_parameters() if name.startswith(heads)]
+        if head_params:
+            groups.append({"params": head_params, "lr": hp.lr * hp.blend_lr_scale})
         opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         # one cycle over max_steps or max_time, whichever runs out first: it anneals on a slow machine too
         sched = budget_one_cycle(opt, lambda step: trainer_progress(self.trainer, step), pct_start=0.05)

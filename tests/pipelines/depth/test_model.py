@@ -133,6 +133,32 @@ def test_the_integration_falls_back_to_linear_interpolation_with_the_linear_prio
     assert (results[False] - linear).abs().max() > 1.0  # the nearest fill is piecewise constant
 
 
+@pytest.mark.parametrize("bias", [-30.0, 30.0, 0.7])
+def test_the_prior_mix_is_the_head_weighted_mix_of_the_nearest_fill_and_linear_interpolation(bias):
+    """With ``prior_mix`` and a dominant prior (huge ``lam``) the integration returns ``fill + beta (linear - fill)``:
+    linear interpolation (the SciPy baseline) where the head says 1, the nearest fill where it says 0, the mix at
+    ``sigmoid(bias)`` in between; the head's last layer set to a constant logit."""
+    from pipelines.depth.baselines import complete_baseline
+
+    image, sparse = torch.rand(1, 3, 37, 53), torch.zeros(1, 1, 37, 53)
+    g = torch.Generator().manual_seed(4)
+    sparse[0, 0, ::4, ::6] = torch.rand(10, 9, generator=g) * 20 + 2
+    linear = torch.log(complete_baseline("linear", sparse[0, 0]).double())
+    torch.manual_seed(0)
+    net = DepthCompletionNet(base_channels=4, sparse_channels=4, lam=1e6, iters=300, tol=1e-10, linear_blend=False,
+                             prior_mix=True).eval()
+    with torch.no_grad():
+        net.prior_head[2].bias.fill_(bias)
+        out = net(image, sparse)
+    scale = out["scale"][0].double()
+    fill = out["fill"][0, 0].double() + torch.log(scale)
+    beta = torch.sigmoid(torch.tensor(bias, dtype=torch.float64))
+    assert torch.allclose(out["prior_weight"][0, 0].double(), beta.expand(37, 53), atol=1e-7)
+    expected = torch.exp(fill + beta * (linear - fill))
+    assert torch.allclose(out["depth"][0, 0].double(), expected, rtol=1e-4)
+    assert (linear.exp() - fill.exp()).abs().max() > 1.0  # the two priors differ, so the mix is tested
+
+
 @pytest.mark.parametrize("every, expected", [(10, 0.0), (1, 1.0)])  # 1 % of the pixels -> 0, all -> 1
 def test_the_blend_head_sees_the_sparse_density(every, expected):
     """Version 2's last input channel is (log10(share of valid sparse pixels) + 2) / 2, constant over the image
