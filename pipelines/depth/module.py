@@ -144,7 +144,8 @@ class DepthCompletion(pl.LightningModule):
         blend_lr_scale: the blend head's (and the prior head's) learning rate relative to ``lr`` (its inputs are
             detached, so it cannot upset the rest). At 10x (blend version 1), the head's ReLUs died within 250
             steps and its weight became one constant (0.52 on every pixel of every pattern); at 1x it moves slowly
-            (0.40-0.66 per pattern after 550 steps).
+            (0.40-0.66 per pattern after 550 steps); at 10x with version 2's leaky ReLU (669 steps) it trained but
+            was no more pattern-specific than at the config's 3x, and the model no better.
         max_depth: evaluation cap, metres (None: no cap).
 
     ``geo3d predict`` writes its outputs through :class:`DepthPredictionWriter` (a trainer callback).
