@@ -49,6 +49,9 @@ class BEVBackbone(nn.Module):
             output stride: 1 keeps the input resolution, 0.5 doubles it).
         num_upsample_filters: channels of each upsampled output, e.g. ``[256, 256]``.
         bn_momentum: BatchNorm momentum.
+        channels_last: run the convolutions on channels-last (NHWC) maps and weights (oneDNN's native layout on
+            the CPU; the same numbers to rounding). The output is then channels-last too, which the head reads as
+            a plain (B, H, W, C) matrix.
 
     Attributes:
         out_channels: ``sum(num_upsample_filters)``.
@@ -64,8 +67,10 @@ class BEVBackbone(nn.Module):
         upsample_strides: list[int],
         num_upsample_filters: list[int],
         bn_momentum: float = 0.01,
+        channels_last: bool = True,
     ):
         super().__init__()
+        self.channels_last = channels_last
         n = len(layer_nums)
         if not n or any(len(v) != n for v in (layer_strides, num_filters, upsample_strides, num_upsample_filters)):
             raise ValueError(
@@ -98,6 +103,10 @@ class BEVBackbone(nn.Module):
             )
             cin = filters
         self.out_channels = sum(num_upsample_filters)
+        if channels_last:  # loading a state dict keeps the layout
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                    module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks and the neck.
@@ -109,6 +118,8 @@ class BEVBackbone(nn.Module):
             (B, out_channels, H / stride, W / stride) float32 (H, W must be divisible by the total
             stride of the blocks).
         """
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for block, deblock in zip(self.blocks, self.deblocks):
             x = block(x)

@@ -39,14 +39,12 @@ class AnchorHead(nn.Module):
         nn.init.normal_(self.conv_box.weight, mean=0.0, std=0.001)
         nn.init.zeros_(self.conv_box.bias)
 
-    @staticmethod
-    def _flatten(x: torch.Tensor, per_anchor: int) -> torch.Tensor:
-        # (B, A * n, H, W) -> (B, H * W * A, n), matching the anchors' (H, W, A) order.
-        b = x.shape[0]
-        return x.permute(0, 2, 3, 1).reshape(b, -1, per_anchor)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predict per-anchor outputs.
+
+        The three 1x1 convolutions run as one matrix product over the (B, H, W, C) view of ``x`` (free when ``x``
+        is channels-last): torch sends 1x1 convolutions with few output channels to its slow reference kernel
+        on the CPU. Same parameters as the three ``nn.Conv2d`` (checkpoints unchanged).
 
         Args:
             x: (B, in_channels, H, W) float32 BEV features.
@@ -55,10 +53,12 @@ class AnchorHead(nn.Module):
             ``cls``: (B, H*W*A, K) logits; ``box``: (B, H*W*A, code_size) residuals;
             ``dir``: (B, H*W*A, num_dir_bins) logits (absent when disabled).
         """
-        out = {
-            "cls": self._flatten(self.conv_cls(x), self.num_classes),
-            "box": self._flatten(self.conv_box(x), self.code_size),
-        }
-        if self.conv_dir is not None:
-            out["dir"] = self._flatten(self.conv_dir(x), self.num_dir_bins)
-        return out
+        convs = [self.conv_cls, self.conv_box] + ([self.conv_dir] if self.conv_dir is not None else [])
+        weight = torch.cat([conv.weight.flatten(1) for conv in convs])  # (sum of outputs, C)
+        bias = torch.cat([conv.bias for conv in convs])
+        y = nn.functional.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, sum of outputs)
+        b = x.shape[0]
+        parts = y.split([conv.out_channels for conv in convs], dim=-1)
+        names = ["cls", "box", "dir"]
+        sizes = [self.num_classes, self.code_size, self.num_dir_bins]
+        return {name: part.reshape(b, -1, size) for name, part, size in zip(names, parts, sizes)}
