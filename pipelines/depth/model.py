@@ -38,6 +38,7 @@ Every operation is a torch op (or an op-layer sparse conv), so the network runs 
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -133,11 +134,20 @@ def nearest_fill(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
 _LINEAR_THREAD: ThreadPoolExecutor | None = None
 
 
+def _forget_linear_thread() -> None:
+    """In a forked child the parent's worker thread does not exist: start a new one there when needed."""
+    global _LINEAR_THREAD
+    _LINEAR_THREAD = None
+
+
+os.register_at_fork(after_in_child=_forget_linear_thread)
+
+
 def _linear_in_background(sparse: torch.Tensor) -> Future:
     """:func:`~pipelines.depth.baselines.complete_linear` of ``sparse`` ((B, 1, H, W) metres) on a worker thread.
 
-    SciPy's Delaunay triangulation runs without the GIL, so it overlaps the U-Net, whose many small tensor ops leave
-    cores idle: the forward at 352 x 1216 took 0.99 s instead of 1.17 s (median of 12, interleaved, 2 threads).
+    SciPy calls Qhull's Delaunay triangulation without the GIL, so it overlaps the U-Net, whose many small tensor ops
+    leave cores idle: the forward at 352 x 1216 took 0.99 s instead of 1.17 s (median of 12, interleaved, 2 threads).
     Errors surface at ``.result()``.
     """
     global _LINEAR_THREAD
@@ -228,7 +238,7 @@ class DepthCompletionNet(nn.Module):
             400-step run with it, the network copied linear interpolation's gradients everywhere and lost the
             LiDAR patterns' advantage.
         channels_last: run the 2D convolutions on channels-last (NHWC) tensors and weights: the same numbers to
-            float rounding, about 20 % faster at inference on this CPU (oneDNN's native layout); the integration
+            float rounding, 10-20 % faster at inference on this CPU (oneDNN's native layout); the integration
             works on contiguous single-channel maps either way.
         prior_mix: the integration's prior and start are a per-pixel mix of the nearest fill and the linear
             interpolation, ``fill + beta (linear - fill)``, with ``beta`` in (0, 1) from a small head on detached

@@ -189,6 +189,28 @@ def test_eval_mode_solves_to_eval_tol_and_training_to_tol():
     assert DepthCompletion(base_channels=4, sparse_channels=4).net.integration.eval_tol == 1e-3
 
 
+def _linear_in_a_forked_child(sparse: torch.Tensor) -> torch.Tensor:
+    from pipelines.depth.model import _linear_in_background
+
+    return _linear_in_background(sparse).result(timeout=60)
+
+
+def test_the_background_linear_interpolation_also_runs_in_a_forked_child():
+    """The worker thread that computes the linear interpolation beside the U-Net: its result is complete_linear's,
+    and a process forked after it started (a data-loader worker, a pool) gets a working thread of its own."""
+    import multiprocessing
+
+    from pipelines.depth.baselines import complete_linear
+    from pipelines.depth.model import _linear_in_background
+
+    sparse = torch.zeros(1, 1, 30, 40)
+    sparse[0, 0, ::4, ::5] = torch.rand(8, 8, generator=torch.Generator().manual_seed(7)) * 10 + 1
+    expected = complete_linear(sparse)
+    assert torch.equal(_linear_in_background(sparse).result(timeout=60), expected)  # the parent's thread exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert torch.equal(pool.apply_async(_linear_in_a_forked_child, (sparse,)).get(timeout=120), expected)
+
+
 @pytest.mark.parametrize("bias", [-30.0, 30.0, 0.7])
 def test_the_prior_mix_is_the_head_weighted_mix_of_the_nearest_fill_and_linear_interpolation(bias):
     """With ``prior_mix`` and a dominant prior (huge ``lam``) the integration returns ``fill + beta (linear - fill)``:
