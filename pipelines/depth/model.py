@@ -318,9 +318,7 @@ class DepthCompletionNet(nn.Module):
             while layers:
                 layer = layers.pop(0)
                 if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
-                    layer = fuse_conv_bn_eval(layer, layers.pop(0))
-                    if self.channels_last:
-                        layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+                    layer = fuse_conv_bn_eval(layer, layers.pop(0))  # keeps the weight's memory layout
                 fused.append(layer)
             setattr(self, name, nn.Sequential(*fused))
         return self

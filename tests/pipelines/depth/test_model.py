@@ -164,6 +164,8 @@ def test_channels_last_and_folded_batch_norms_give_the_plain_network_to_rounding
         layout = fast(image, sparse)
         folded = fast.fuse_batch_norm()(image, sparse)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in fast.modules() if isinstance(m, torch.nn.Conv2d))  # folding kept the layout
     assert (reference["blend_weight"] - 0.5).abs().max() == 0  # the blend is in, at its initial weight
     for out in (layout, folded):
         assert torch.allclose(out["depth"], reference["depth"], rtol=1e-4)
