@@ -542,7 +542,8 @@ class _Integrate(torch.autograd.Function):
         n = len(scales) // 2
         grads, confs = scales[:n], scales[n:]
         options = ctx.options
-        lam, iters, tol = options["lam"], options["iters"], options["tol"]
+        lam, iters = options["lam"], options["iters"]
+        tol = options["tol"] if options["backward_tol"] is None else options["backward_tol"]
         start = time.perf_counter()
         u, stats = conjugate_gradient(lambda v: apply_normal_operator(v, confs, sparse_weight, lam),
                                       grad_x.contiguous(), None, iters, tol, **ctx.solver)
@@ -564,7 +565,7 @@ class _Integrate(torch.autograd.Function):
 def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_log: Tensor, sparse_weight: Tensor,
                     prior: Tensor, lam: float = 1e-3, iters: int = 200, tol: float = 1e-5,
                     x_init: Tensor | None = None, *, preconditioner: str = "multigrid", coarse_to_fine: bool = False,
-                    stats: dict | None = None) -> Tensor:
+                    stats: dict | None = None, backward_tol: float | None = None) -> Tensor:
     """Integrate multi-scale log-depth gradients and sparse log-depths into a dense log-depth (see the module
     docstring for the energy), differentiably with an implicit backward.
 
@@ -579,7 +580,8 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
             sparse depth); gradients are returned in its shape.
         lam: the Tikhonov weight ``>= 0`` (``> 0`` keeps the system definite with no observation).
         iters: the maximum number of CG iterations (for each solve: forward, backward, coarse).
-        tol: the relative residual ``||b - M x|| / ||b||`` to reach (the backward solve uses it too).
+        tol: the relative residual ``||b - M x|| / ||b||`` to reach (the backward solve too, unless
+            ``backward_tol`` is given).
         x_init: ``(B, 1, H, W)`` initial guess (e.g. the previous frame's solution); no gradient flows into it.
         preconditioner: ``"multigrid"`` (:class:`MultigridPreconditioner`, the fastest), ``"jacobi"`` (the exact
             diagonal) or ``"none"``; the backward solve uses the same.
@@ -589,6 +591,10 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
         stats: a dict filled with the solver statistics (see :func:`conjugate_gradient`, plus ``seconds``,
             ``setup_seconds`` and, with the coarse-to-fine start, ``coarse``: the coarse solve's statistics); the
             backward pass adds ``stats["backward"]``.
+        backward_tol: the backward solve's relative residual (``||v - M u|| / ||v||``); None: ``tol``. The
+            parameter gradients carry the backward solve's relative error at most ``cond(M)`` times this, so a
+            looser value trades gradient accuracy for iterations (the backward solve starts from zero and takes
+            more iterations than the forward one, which starts from a good guess).
 
     Returns:
         ``x`` ``(B, 1, H, W)``, the log-depth (log of metres) in the dtype of the inputs (float16 and bfloat16
@@ -608,7 +614,10 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
     tensors = [t.to(work).contiguous() for t in tensors]
     if x_init is not None:
         x_init = x_init.detach().to(work)
+    if backward_tol is not None and not backward_tol > 0:
+        raise ValueError(f"backward_tol must be > 0 or None, got {backward_tol}")
     options = {"lam": float(lam), "iters": int(iters), "tol": float(tol), "preconditioner": preconditioner,
+               "backward_tol": None if backward_tol is None else float(backward_tol),
                "coarse_to_fine": coarse_to_fine, "stats": {} if stats is None else stats}
     x = _Integrate.apply(options, *tensors[:3], x_init, *tensors[3:])
     return x.to(dtype)
@@ -623,10 +632,11 @@ class MultiResIntegration(torch.nn.Module):
         lam, iters, tol, preconditioner, coarse_to_fine: see :func:`integrate_depth` (``tol`` in training mode).
         eval_tol: the CG tolerance in eval mode (validation, prediction, inference); None: ``tol``. A looser
             tolerance there saves iterations where no backward solve needs an accurate forward one.
+        backward_tol: the implicit backward solve's tolerance (see :func:`integrate_depth`); None: ``tol``.
     """
 
     def __init__(self, lam: float = 1e-3, iters: int = 200, tol: float = 1e-5, preconditioner: str = "multigrid",
-                 coarse_to_fine: bool = False, eval_tol: float | None = None):
+                 coarse_to_fine: bool = False, eval_tol: float | None = None, backward_tol: float | None = None):
         super().__init__()
         if preconditioner not in PRECONDITIONERS:
             raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
@@ -634,6 +644,7 @@ class MultiResIntegration(torch.nn.Module):
         self.iters = iters
         self.tol = tol
         self.eval_tol = eval_tol
+        self.backward_tol = backward_tol
         self.preconditioner = preconditioner
         self.coarse_to_fine = coarse_to_fine
         self.last_stats: dict = {}
@@ -645,8 +656,10 @@ class MultiResIntegration(torch.nn.Module):
         tol = self.tol if self.training or self.eval_tol is None else self.eval_tol
         return integrate_depth(gradients, confidences, sparse_log, sparse_weight, prior, lam=self.lam,
                                iters=self.iters, tol=tol, x_init=x_init, preconditioner=self.preconditioner,
-                               coarse_to_fine=self.coarse_to_fine, stats=self.last_stats)
+                               coarse_to_fine=self.coarse_to_fine, stats=self.last_stats,
+                               backward_tol=self.backward_tol)
 
     def extra_repr(self) -> str:
         return (f"lam={self.lam}, iters={self.iters}, tol={self.tol}, eval_tol={self.eval_tol}, "
+                f"backward_tol={self.backward_tol}, "
                 f"preconditioner={self.preconditioner!r}, coarse_to_fine={self.coarse_to_fine}")

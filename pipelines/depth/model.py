@@ -222,6 +222,7 @@ class DepthCompletionNet(nn.Module):
             :class:`~pipelines.depth.module.DepthCompletion` uses 1e-3: against ``tol`` 1e-4 the KITTI frame's solve
             then takes 20 instead of 40 iterations (0.2 s less at 352 x 1216) and the benchmark's RMSEs move by
             less than 1.5 mm (pipelines/depth/README.md).
+        backward_tol: CG tolerance of the implicit backward solve in training; None: ``tol``.
         obs_weight: scale of the learned sparse-observation weights (relative to gradient confidences ~1).
         linear_blend: blend the integrated log-depth with linear interpolation by a learned per-pixel weight (step 5
             of the module docstring); False: the output is the integration's.
@@ -252,7 +253,7 @@ class DepthCompletionNet(nn.Module):
     def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
                  tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2,
                  linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False,
-                 eval_tol: float | None = None, channels_last: bool = True):
+                 eval_tol: float | None = None, channels_last: bool = True, backward_tol: float | None = None):
         super().__init__()
         c = base_channels
         self.channels_last = channels_last
@@ -278,7 +279,8 @@ class DepthCompletionNet(nn.Module):
         for head in (self.head2, self.head1, self.head0):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        self.integration = MultiResIntegration(lam=lam, iters=iters, tol=tol, eval_tol=eval_tol)
+        self.integration = MultiResIntegration(lam=lam, iters=iters, tol=tol, eval_tol=eval_tol,
+                                               backward_tol=backward_tol)
         if blend_version not in (1, 2):
             raise ValueError(f"blend_version: expected 1 or 2, got {blend_version!r}")
         self.blend_version = blend_version

@@ -130,8 +130,8 @@ class DepthCompletion(pl.LightningModule):
     """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
 
     Args:
-        base_channels, sparse_channels, lam, iters, tol, eval_tol, obs_weight, linear_blend, blend_version,
-            linear_prior, linear_input, prior_mix, channels_last: see :class:`DepthCompletionNet`.
+        base_channels, sparse_channels, lam, iters, tol, eval_tol, backward_tol, obs_weight, linear_blend,
+            blend_version, linear_prior, linear_input, prior_mix, channels_last: see :class:`DepthCompletionNet`.
         lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
         weight_decay: AdamW weight decay.
         nll_weight: weight of the Laplace NLL term.
@@ -156,13 +156,13 @@ class DepthCompletion(pl.LightningModule):
                  max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
                  blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True,
                  linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False,
-                 eval_tol: float | None = 1e-3, channels_last: bool = True):
+                 eval_tol: float | None = 1e-3, channels_last: bool = True, backward_tol: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
                                       obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version,
                                       linear_prior=linear_prior, linear_input=linear_input, prior_mix=prior_mix,
-                                      eval_tol=eval_tol, channels_last=channels_last)
+                                      eval_tol=eval_tol, channels_last=channels_last, backward_tol=backward_tol)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""

@@ -236,6 +236,38 @@ def test_backward_formulas_against_a_dense_solve_and_broadcast_prior():
     assert torch.allclose(a_.grad, u * (z - x.detach()), rtol=0, atol=1e-9)
 
 
+def test_backward_tol_sets_the_backward_solve_only():
+    """``backward_tol`` stops the implicit backward solve at its own relative residual, checked against the dense
+    matrix (``u`` read from the prior's gradient, ``lam u``); the forward solve keeps ``tol``."""
+    grads, confs, z, a, prior = _problem(b=2, h=16, w=16, scales=3, seed=11)
+    lam = 1e-2
+    v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    m = _dense_matrix(confs, a, lam)
+    results = {}
+    for backward_tol in (None, 1e-3):
+        p = prior.clone().requires_grad_()
+        stats = {}
+        x = integrate_depth(grads, confs, z, a, p, lam=lam, iters=1000, tol=1e-12, stats=stats,
+                            backward_tol=backward_tol)
+        (x * v).sum().backward()
+        u = p.grad / lam
+        residual = torch.stack([(v.flatten(1)[i] - m[i] @ u.flatten(1)[i]).norm() / v.flatten(1)[i].norm()
+                                for i in range(2)])
+        results[backward_tol] = (x.detach(), residual, stats["backward"]["total_iterations"])
+    assert torch.equal(results[None][0], results[1e-3][0])  # the forward solve does not see it
+    assert bool((results[None][1] < 1e-11).all())
+    assert bool((results[1e-3][1] < 1e-3).all()) and bool((results[1e-3][1] > 1e-6).any())  # stopped there, not later
+    assert results[1e-3][2] < results[None][2]
+    with pytest.raises(ValueError, match="backward_tol"):
+        integrate_depth(grads, confs, z, a, prior, backward_tol=0.0)
+    layer = MultiResIntegration(lam=lam, iters=1000, tol=1e-12, backward_tol=1e-3)
+    assert "backward_tol=0.001" in repr(layer)
+    g = [t.clone().requires_grad_() for t in grads]
+    layer(g, confs, z, a, prior).sum().backward()
+    assert bool((layer.last_stats["backward"]["relative_residual"] < 1e-3).all())
+    assert bool((layer.last_stats["backward"]["relative_residual"] > 1e-6).any())
+
+
 def _graph_size(t):
     seen, todo = set(), [t.grad_fn]
     while todo:
