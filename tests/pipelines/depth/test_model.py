@@ -16,7 +16,7 @@ from geo3d.io.depth_png import read_depth_png, write_depth_png
 from geo3d.synth.depth import generate_depth
 from geo3d.types import DepthMap
 from pipelines.depth.data import DepthFrames, read_sparse
-from pipelines.depth.model import DepthCompletionNet, median_scale, nearest_fill
+from pipelines.depth.model import DepthCompletionNet, cat_channels, median_scale, nearest_fill
 from pipelines.depth.module import DepthCompletion, forward_differences, masked_pool
 
 
@@ -172,6 +172,24 @@ def test_channels_last_and_folded_batch_norms_give_the_plain_network_to_rounding
         assert torch.allclose(out["laplace_b"], reference["laplace_b"], rtol=1e-4)
     with pytest.raises(RuntimeError, match="eval"):
         _net_with_running_statistics().train().fuse_batch_norm()
+
+
+def test_cat_channels_is_torch_cat_written_channels_last():
+    """The channels-last concatenation holds exactly ``torch.cat(ts, 1)``'s values for inputs of mixed layouts
+    (NCHW, channels-last, a broadcast view), laid out channels-last; gradients reach every input unchanged."""
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(2, 5, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    b.requires_grad_()
+    c = torch.randn(2, 1, 1, 1, generator=g, dtype=torch.float64).expand(2, 1, 6, 7)
+    reference = torch.cat([a, b, c], 1)
+    out = cat_channels([a, b, c], channels_last=True)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert torch.equal(out, reference)
+    weights = torch.randn(reference.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * weights).sum(), [a, b])
+    assert torch.equal(grads[0], weights[:, :5]) and torch.equal(grads[1], weights[:, 5:8])
+    assert cat_channels([a, b, c], channels_last=False).is_contiguous()
 
 
 def test_eval_mode_solves_to_eval_tol_and_training_to_tol():
