@@ -591,10 +591,11 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
         stats: a dict filled with the solver statistics (see :func:`conjugate_gradient`, plus ``seconds``,
             ``setup_seconds`` and, with the coarse-to-fine start, ``coarse``: the coarse solve's statistics); the
             backward pass adds ``stats["backward"]``.
-        backward_tol: the backward solve's relative residual (``||v - M u|| / ||v||``); None: ``tol``. The
-            parameter gradients carry the backward solve's relative error at most ``cond(M)`` times this, so a
-            looser value trades gradient accuracy for iterations (the backward solve starts from zero and takes
-            more iterations than the forward one, which starts from a good guess).
+        backward_tol: the backward solve's relative residual (``||v - M u|| / ||v||``); None: ``tol``. Its
+            solution ``u`` (hence every input gradient) is then off by at most ``cond(M)`` times this, relatively
+            (the usual residual bound), so a looser value trades gradient accuracy for iterations (the backward
+            solve starts from zero and takes more iterations than the forward one, which starts from a good
+            guess).
 
     Returns:
         ``x`` ``(B, 1, H, W)``, the log-depth (log of metres) in the dtype of the inputs (float16 and bfloat16

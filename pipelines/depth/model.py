@@ -179,7 +179,7 @@ def coarse_nearest_fill(values: torch.Tensor, mask: torch.Tensor, factor: int = 
 def cat_channels(tensors: list[torch.Tensor], channels_last: bool) -> torch.Tensor:
     """``torch.cat(tensors, 1)`` of (B, C_i, H, W) maps; with ``channels_last`` the result is written channels-last
     (NHWC) in one pass, whatever the inputs' layouts (a plain cat writes NCHW when any input is, and the next
-    convolution then copies it again; at 352 x 1216 the two passes cost ~50 ms per wide cat on this CPU)."""
+    convolution then copies it again: 24-29 ms per full-resolution input map at 352 x 1216 on a 2-core CPU)."""
     if not channels_last:
         return torch.cat(tensors, 1)
     return torch.cat([t.permute(0, 2, 3, 1) for t in tensors], 3).permute(0, 3, 1, 2)
