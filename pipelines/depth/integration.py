@@ -542,8 +542,7 @@ class _Integrate(torch.autograd.Function):
         n = len(scales) // 2
         grads, confs = scales[:n], scales[n:]
         options = ctx.options
-        lam, iters = options["lam"], options["iters"]
-        tol = options["tol"] if options["backward_tol"] is None else options["backward_tol"]
+        lam, iters, tol = options["lam"], options["iters"], options["backward_tol"]
         start = time.perf_counter()
         u, stats = conjugate_gradient(lambda v: apply_normal_operator(v, confs, sparse_weight, lam),
                                       grad_x.contiguous(), None, iters, tol, **ctx.solver)
@@ -607,6 +606,8 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
     _check_inputs(gradients, confidences, sparse_log, sparse_weight, prior, x_init)
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if backward_tol is not None and not backward_tol > 0:
+        raise ValueError(f"backward_tol must be > 0 or None, got {backward_tol}")
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     dtype = sparse_log.dtype
@@ -615,10 +616,8 @@ def integrate_depth(gradients: list[Tensor], confidences: list[Tensor], sparse_l
     tensors = [t.to(work).contiguous() for t in tensors]
     if x_init is not None:
         x_init = x_init.detach().to(work)
-    if backward_tol is not None and not backward_tol > 0:
-        raise ValueError(f"backward_tol must be > 0 or None, got {backward_tol}")
     options = {"lam": float(lam), "iters": int(iters), "tol": float(tol), "preconditioner": preconditioner,
-               "backward_tol": None if backward_tol is None else float(backward_tol),
+               "backward_tol": float(tol if backward_tol is None else backward_tol),
                "coarse_to_fine": coarse_to_fine, "stats": {} if stats is None else stats}
     x = _Integrate.apply(options, *tensors[:3], x_init, *tensors[3:])
     return x.to(dtype)
