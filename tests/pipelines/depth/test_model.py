@@ -404,8 +404,11 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
             "--data.val_patterns", "[random:0.01, lidar:16]"]
     code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--model.base_channels", "4",
                  "--model.sparse_channels", "4", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)])
+                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+                 "--trainer.callbacks.init_args.steps", "5"])  # the config's last callback: the blend head's refit
     assert code == 0
+    err = capsys.readouterr().err
+    assert "blend head: caching frames" in err and "blend head: fitting" in err and "5/5" in err
     ckpt = next(out.rglob("last.ckpt"))
     predict = tmp_path / "predict"
     assert main(["predict", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--ckpt_path", str(ckpt),
@@ -440,10 +443,11 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     state["hyper_parameters"].pop("blend_version")
     first = DepthCompletionNet(base_channels=4, sparse_channels=4, blend_version=1)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("net.blend.")}
     state["state_dict"].update({f"net.blend.{k}": v for k, v in first.blend.state_dict().items()})
     v1 = tmp_path / "blend_v1.ckpt"
     torch.save(state, v1)
-    assert load_model(v1).net.blend_version == 1 and load_model(ckpt).net.blend_version == 2
+    assert load_model(v1).net.blend_version == 1 and load_model(ckpt).net.blend_version == 3
     assert isinstance(load_model(v1).net.blend[1], torch.nn.ReLU)
     assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "v1.png"), "--ckpt", str(v1)]) == 0
 
