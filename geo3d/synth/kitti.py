@@ -284,12 +284,9 @@ def _parked_rows(layout: _Layout, taken: list, rng: np.random.Generator) -> None
 
 
 def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
-    """Linear structures along the sidewalks, with no car beside them: guard rails, low walls, hedge strips and
+    """Linear structures right behind the curbs, with no car beside them: guard rails, low walls, hedge strips and
     grass verges in segments with gaps (real streets have long edges like these; without them every edge in the
-    training scenes is a row of parked cars, and a detector learns that a line along the road is cars). A segment
-    runs right behind the curb or, two times in five, along the back of the sidewalk (:func:`_edge_strip`), where
-    a hedge or a bush row has a railing beside it half of the time (real KITTI frame 000004: the detector's false
-    positives lay on such a shrub row with a railing, 9 m right of the road)."""
+    training scenes is a row of parked cars, and a detector learns that a line along the road is cars)."""
     street, volumes = layout.street, layout.volumes
     for side in (1, -1):
         if rng.random() > 0.6:
@@ -297,7 +294,9 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
         u = rng.uniform(-40.0, 10.0)
         while u < 70.0:
             length = rng.uniform(5.0, 30.0)
-            offset, depth, back = _edge_strip(street, side, rng)
+            offset = street.road_half + rng.uniform(0.2, 0.8)
+            front = street.left if side > 0 else street.right
+            depth = min(rng.uniform(0.3, 2.5), front - offset - 0.3)
             v = side * (offset + depth / 2)
             x, y = street.to_lidar(u + length / 2, v)
             kind = rng.random()
@@ -321,29 +320,7 @@ def _road_edges(layout: _Layout, taken: list, rng: np.random.Generator) -> None:
                     height = rng.uniform(0.1, 0.4)
                     volumes.add((x, y, z + height / 2), (length / 2, depth / 2, height / 2), street.phi, True,
                                 rng.uniform(6.0, 15.0), rng.uniform(0.2, 0.5))
-                if back and 0.35 <= kind < 0.7 and rng.random() < 0.5:  # a railing along the greenery's far side
-                    rx, ry = street.to_lidar(u + length / 2, side * (offset + depth + 0.1))
-                    rail = shapes.fence(length, rng.uniform(0.8, 1.3), rng)
-                    layout.clutter.append(rail.placed(street.phi, (rx, ry, float(street.surface_z(rx, ry)))))
             u += length + rng.uniform(0.0, 10.0)
-
-
-def _edge_strip(street: _Street, side: int, rng: np.random.Generator) -> tuple[float, float, bool]:
-    """Where a road-edge segment runs across the sidewalk on one side (``side``: +1 left, -1 right).
-
-    Returns:
-        ``(offset, depth, back)``: the strip spans ``offset`` to ``offset + depth`` metres from the street's axis;
-        ``back``: it lies along the back of the sidewalk (leaving at least 1.2 m of sidewalk in front of it and
-        0.2-0.5 m before the building line, room for a railing) rather than right behind the curb (0.2-0.8 m from
-        it). ``depth`` may be <= 0.2 where the sidewalk is too narrow: no segment then.
-    """
-    front = street.left if side > 0 else street.right
-    if rng.random() < 0.4:
-        depth = rng.uniform(0.6, 2.0)
-        offset = max(front - depth - rng.uniform(0.2, 0.5), street.road_half + 1.2)
-        return offset, min(depth, front - offset - 0.2), True
-    offset = street.road_half + rng.uniform(0.2, 0.8)
-    return offset, min(rng.uniform(0.3, 2.5), front - offset - 0.3), False
 
 
 def _bush_row(volumes: ScatterVolumes, street: _Street, u0: float, length: float, offset: float, side: int,

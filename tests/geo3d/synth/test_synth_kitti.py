@@ -234,22 +234,3 @@ def test_bush_rows_fill_their_road_edge_strip_and_stay_inside_it(side):
     assert along.min() >= u0 - 1e-6 and along.max() <= u0 + length + 1e-6
     assert across.min() >= offset - 1e-6 and across.max() <= offset + depth + 1e-6
     assert along.max() - along.min() > 0.9 * length  # the row spans the strip
-
-
-def test_road_edge_strips_lie_on_the_sidewalk_at_the_curb_or_at_its_back():
-    rng = np.random.default_rng(5)
-    seen = {True: 0, False: 0}
-    for _ in range(400):
-        street = synth._Street(rng)
-        side = 1 if rng.random() < 0.5 else -1
-        front = street.left if side > 0 else street.right
-        offset, depth, back = synth._edge_strip(street, side, rng)
-        if depth <= 0.2:  # the caller places nothing there
-            continue
-        seen[back] += 1
-        assert street.road_half < offset and offset + depth <= front - 0.2 + 1e-9
-        if back:  # a walkable sidewalk in front of it, the strip's far side close to the building line
-            assert offset >= street.road_half + 1.2 - 1e-9 and offset + depth >= front - 0.5 - 1e-9
-        else:
-            assert offset <= street.road_half + 0.8 + 1e-9
-    assert seen[True] > 100 and seen[False] > 150  # both positions, about 2 : 3
