@@ -90,7 +90,7 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
 
     Args:
         head: the head (maps (B, C, h, w) -> logit (B, 1, h, w)); trained in place.
-        cache: the cached frames (all of one size, at least ``crop``).
+        cache: the cached frames (of any sizes: the crop is clipped to the smallest).
         steps: optimisation steps.
         crop: (h, w) crop size, pixels (clipped to the frames' size).
         batch_size: crops per step.
@@ -106,8 +106,8 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
 
     if not cache:
         raise ValueError("fit_blend_head: no cached frames")
-    height, width = cache[0]["inputs"].shape[-2:]
-    ch, cw = min(crop[0], height), min(crop[1], width)
+    ch = min(crop[0], *(frame["inputs"].shape[-2] for frame in cache))
+    cw = min(crop[1], *(frame["inputs"].shape[-1] for frame in cache))
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.3)
@@ -117,6 +117,7 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
         picks = []
         for _ in range(batch_size):
             frame = cache[int(torch.randint(len(cache), (), generator=generator))]
+            height, width = frame["inputs"].shape[-2:]
             top = int(torch.randint(height - ch + 1, (), generator=generator))
             left = int(torch.randint(width - cw + 1, (), generator=generator))
             picks.append({key: t[..., top:top + ch, left:left + cw] for key, t in frame.items()})

@@ -117,3 +117,15 @@ def test_the_callback_refits_only_the_head_and_rewrites_the_checkpoints(frames, 
 def test_the_callback_rejects_bad_settings():
     with pytest.raises(ValueError, match="frames, steps and batch_size"):
         BlendHeadCalibration(frames=0)
+
+
+def test_fit_blend_head_takes_frames_of_different_sizes():
+    def frame(h: int, w: int) -> dict[str, torch.Tensor]:
+        return {"inputs": torch.randn(1, 3, h, w).half(), "integrated": torch.ones(1, 1, h, w),
+                "linear": -torch.ones(1, 1, h, w), "gt_log": torch.ones(1, 1, h, w),
+                "valid": torch.ones(1, 1, h, w, dtype=torch.bool)}
+
+    head = ContextBlendHead(3, 4)
+    stats = fit_blend_head(head, [frame(24, 40), frame(32, 64)], steps=20, crop=(32, 48), batch_size=4,
+                           metric=False, progress=False)
+    assert stats["loss_last"] < stats["loss_first"]  # the truth is the integration everywhere: alpha rises
