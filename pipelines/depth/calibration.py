@@ -8,9 +8,9 @@ over ``frames`` training frames (each with a random training pattern), keeps the
 loss needs, and trains a freshly initialised head on random crops of them for ``steps`` steps with the same loss
 (:func:`pipelines.depth.module.blend_loss`).
 
-Measured on the 800-step checkpoint of 2026-12-01 (pipelines/depth/README.md): the jointly trained version 2 head
-lost to a plain 50 / 50 average on 5 % outliers (1.881 against 1.728 m) and to linear interpolation on SIFT
-keypoints (2.198 against 2.107 m); refitted this way (300 frames, 1000 steps) the context head
+Measured on the 809-step checkpoint of 2026-12-01's sixth session (pipelines/depth/README.md): the jointly trained
+version 2 head lost to a plain 50 / 50 average on 5 % outliers (1.881 against 1.728 m) and to linear interpolation
+on SIFT keypoints (2.198 against 2.107 m); refitted this way (300 frames, 1000 steps) the context head
 (:class:`~pipelines.depth.model.ContextBlendHead`) gave 1.858 and 2.077, and 2.462 against 2.727 on random 0.03 %.
 
 Written here rather than taken from a library: it is a few lines of plain torch around the project's own loss, and
@@ -149,8 +149,8 @@ class BlendHeadCalibration(pl.Callback):
     """At the end of ``geo3d fit``: refit the blend head on the frozen network's eval-mode outputs over training
     frames (:func:`cache_blend_inputs`, :func:`fit_blend_head`) and write the checkpoints again with it.
 
-    Runs after the trainer stops (``max_steps`` or ``max_time``), so it adds its own time to the run: about 3.5
-    minutes at the defaults on a 2-core CPU (300 frames of 176 x 608 at ~0.25 s, 1000 steps at ~0.12 s). The
+    Runs after the trainer stops (``max_steps`` or ``max_time``), so it adds its own time to the run: 169 s
+    at the defaults on a 2-core CPU (300 frames of 176 x 608, 1000 steps; 2026-12-01). The
     training frames and patterns are the datamodule's (:class:`pipelines.depth.data.DepthDataModule`), drawn
     whole (no crop), with random flips; the crops are its training crop.
 
