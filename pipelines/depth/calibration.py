@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pipelines.depth.model import DepthCompletionNet
+from pipelines.depth.module import choice_loss, normalised_log_depth
 
 
 def cache_blend_inputs(net: DepthCompletionNet, frames: Dataset, count: int, seed: int = 0,
@@ -72,11 +73,9 @@ def cache_blend_inputs(net: DepthCompletionNet, frames: Dataset, count: int, see
                 h, w = item["gt"].shape[-2:]
                 gt = item["gt"][None].to(device)
                 valid = (gt > 0) & (gt <= max_depth) if max_depth is not None else gt > 0
-                scale = out["scale"][:, None, None, None]
-                gt_log = torch.where(valid, torch.log(gt.clamp_min(1e-6) / scale), torch.zeros_like(gt))
                 cache.append({"inputs": captured["inputs"][..., :h, :w].half().contiguous(memory_format=layout),
                               "integrated": out["log_depth_integrated"], "linear": out["linear"],
-                              "gt_log": gt_log, "valid": valid})
+                              "gt_log": normalised_log_depth(gt, out["scale"], valid), "valid": valid})
     finally:
         hook.remove()
         net.train(was_training)
@@ -102,8 +101,6 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
     Returns:
         ``{"loss_first", "loss_last"}``: the mean loss over the first and the last tenth of the steps.
     """
-    from pipelines.depth.module import choice_loss
-
     if not cache:
         raise ValueError("fit_blend_head: no cached frames")
     ch = min(crop[0], *(frame["inputs"].shape[-2] for frame in cache))

@@ -65,6 +65,20 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1)
 
 
+def normalised_log_depth(depth: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The network's working variable for a depth map: ``log(depth / scale)`` where ``valid``, 0 elsewhere.
+
+    Args:
+        depth: (B, 1, H, W) metres.
+        scale: (B,) metres (the median sparse depth, :func:`pipelines.depth.model.median_scale`).
+        valid: (B, 1, H, W) bool.
+
+    Returns:
+        (B, 1, H, W).
+    """
+    return torch.where(valid, torch.log(depth.clamp_min(1e-6) / scale[:, None, None, None]), torch.zeros_like(depth))
+
+
 def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
     """The blend head's loss: binary cross-entropy of its logit against the per-pixel weight that would have been
     right, ``clamp((g - l) / (i - l), 0, 1)``, weighted by ``(i - l)^2`` (see the module docstring), times
@@ -180,8 +194,7 @@ class DepthCompletion(pl.LightningModule):
         """
         h, w = gt.shape[-2:]
         valid = gt > 0
-        gt_log = torch.where(valid, torch.log(gt.clamp_min(1e-6) / out["scale"][:, None, None, None]),
-                             torch.zeros_like(gt))
+        gt_log = normalised_log_depth(gt, out["scale"], valid)
         blended = "blend_logit" in out
         residual = (out["log_depth_integrated"] if blended else out["log_depth"]) - gt_log
         l1 = _masked_mean(residual.abs(), valid)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from geo3d.synth.depth import generate_depth
 from pipelines.depth.calibration import BlendHeadCalibration, cache_blend_inputs, fit_blend_head
 from pipelines.depth.data import DepthDataModule, DepthFrames
 from pipelines.depth.model import ContextBlendHead, DepthCompletionNet
 from pipelines.depth.module import DepthCompletion
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Path:
-    """Four 64 x 192 synthetic frames (train) and one held-out (val)."""
-    root = tmp_path_factory.mktemp("depth_calibration")
-    generate_depth(root / "train", frames=4, seed=0, width=192, height=64, progress=False)
-    generate_depth(root / "val", frames=1, seed=1000, width=192, height=64, progress=False)
-    return root
 
 
 def test_context_head_starts_at_one_half_and_sees_about_120_pixels():

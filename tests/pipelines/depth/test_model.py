@@ -3,8 +3,6 @@ lowers the error, the input loaders' one-line errors, `geo3d complete` and the c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,20 +11,10 @@ from PIL import Image
 from geo3d.cli import main
 from geo3d.errors import InputError
 from geo3d.io.depth_png import read_depth_png, write_depth_png
-from geo3d.synth.depth import generate_depth
 from geo3d.types import DepthMap
 from pipelines.depth.data import DepthFrames, read_sparse
 from pipelines.depth.model import DepthCompletionNet, cat_channels, median_scale, nearest_fill
 from pipelines.depth.module import DepthCompletion, forward_differences, masked_pool
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Path:
-    """Six 64 x 192 synthetic frames (train) and two held-out ones (val)."""
-    root = tmp_path_factory.mktemp("depth")
-    generate_depth(root / "train", frames=6, seed=0, width=192, height=64, progress=False)
-    generate_depth(root / "val", frames=2, seed=1000, width=192, height=64, progress=False)
-    return root
 
 
 @pytest.mark.parametrize("density", [0.3, 0.01, 0.0005])
