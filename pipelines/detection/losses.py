@@ -13,6 +13,7 @@ positives at the reporting threshold).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,7 @@ def detection_losses(
     smooth_l1_beta: float = 1.0 / 9.0,
     hard_negative_weight: float = 1.0,
     hard_negative_score: float = 0.3,
+    code_weights: Sequence[float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weighted SECOND losses for a batch.
 
@@ -88,6 +90,8 @@ def detection_losses(
             sigmoid of its largest logit, not differentiated) is at least ``hard_negative_score``: the negatives a
             detector would report at that threshold. 1 disables it.
         hard_negative_score: score from which a background anchor counts as a hard negative.
+        code_weights: (code,) factors on the smooth-L1 term of each box code entry (OpenPCDet's
+            ``code_weights``), e.g. to weigh the size entries more; None weighs all by 1.
 
     Returns:
         ``loss`` (scalar total) and the unweighted-by-term scalars ``loss_cls``, ``loss_box``, ``loss_dir``.
@@ -112,7 +116,13 @@ def detection_losses(
         pred_box = torch.cat([pred_box[..., :-1], torch.sin(a) * torch.cos(b)], dim=-1)
         target_box = torch.cat([target_box[..., :-1], torch.cos(a) * torch.sin(b)], dim=-1)
     reg_w = positives.to(pred_box.dtype) / num_pos
-    loss_box = (smooth_l1(pred_box - target_box, smooth_l1_beta).sum(-1) * reg_w).sum() / batch_size
+    per_code = smooth_l1(pred_box - target_box, smooth_l1_beta)
+    if code_weights is not None:
+        if len(code_weights) != per_code.shape[-1]:
+            raise ValueError(f"code_weights: expected {per_code.shape[-1]} values (one per box code entry), "
+                             f"got {len(code_weights)}")
+        per_code = per_code * per_code.new_tensor(list(code_weights))
+    loss_box = (per_code.sum(-1) * reg_w).sum() / batch_size
 
     losses = {"loss_cls": loss_cls, "loss_box": loss_box}
     total = cls_weight * loss_cls + box_weight * loss_box

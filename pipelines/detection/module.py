@@ -66,6 +66,8 @@ class SecondDetector(pl.LightningModule):
         num_dir_bins: direction classifier bins (0 disables it).
         dir_offset: direction-bin offset, radians.
         loss_weights: ``[classification, box, direction]`` weights.
+        code_weights: factors on each box code entry's regression loss (``x, y, z, dx, dy, dz`` then the angle
+            entries; OpenPCDet's ``code_weights``), None for all 1.
         hard_negative_weight: classification-loss factor of background anchors scoring at least
             ``hard_negative_score`` (:func:`~pipelines.detection.losses.detection_losses`; 1 disables it).
         hard_negative_score: the score from which a background anchor is a hard negative.
@@ -112,6 +114,7 @@ class SecondDetector(pl.LightningModule):
         num_dir_bins: int = 2,
         dir_offset: float = 0.78539816,
         loss_weights: Sequence[float] = (1.0, 2.0, 0.2),
+        code_weights: Sequence[float] | None = None,
         hard_negative_weight: float = 1.0,
         hard_negative_score: float = 0.3,
         lr: float = 0.003,
@@ -150,6 +153,9 @@ class SecondDetector(pl.LightningModule):
         nx, ny, nz = (int(v) for v in grid_size(self.voxel_size, self.point_cloud_range))
 
         self.coder = ResidualCoder(angle_encoding)
+        if code_weights is not None and len(code_weights) != self.coder.code_size:
+            raise ValueError(f"model.code_weights: expected {self.coder.code_size} values for angle_encoding "
+                             f"{angle_encoding!r}, got {list(code_weights)}")
         self.vfe = build_vfe(vfe, num_point_features, list(vfe_filters), self.voxel_size, self.point_cloud_range,
                              bn_momentum)
         self.backbone3d = SparseBackbone3D(self.vfe.out_channels, (nx, ny, nz), list(backbone_channels),
@@ -219,7 +225,8 @@ class SecondDetector(pl.LightningModule):
                                 sin_difference=self.hparams.angle_encoding == "residual",
                                 cls_weight=w_cls, box_weight=w_box, dir_weight=w_dir,
                                 hard_negative_weight=self.hparams.hard_negative_weight,
-                                hard_negative_score=self.hparams.hard_negative_score)
+                                hard_negative_score=self.hparams.hard_negative_score,
+                                code_weights=self.hparams.code_weights)
 
     def detect(self, preds: dict[str, torch.Tensor]) -> list[Boxes3D]:
         """Decode head outputs into per-frame detections (LiDAR frame).

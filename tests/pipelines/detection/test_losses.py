@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from pipelines.detection.losses import detection_losses, direction_targets, sigmoid_focal_loss, smooth_l1
@@ -76,3 +77,23 @@ def test_hard_negative_weight_scales_only_confident_background_anchors():
     out = detection_losses(preds, labels, torch.zeros(1, 4, 7), None, sin_difference=False,
                            hard_negative_weight=3.0, hard_negative_score=0.95)
     assert abs(float(out["loss_cls"]) - (focal(0.0, 1) + focal(2.0, 0) + focal(-2.0, 0))) < 1e-6
+
+
+def test_code_weights_scale_each_box_entry_by_hand():
+    # one positive anchor; its errors 0.5 (x), 0.05 (dz), 0.2 (dx): smooth-L1 with beta 1/9 by hand
+    preds = {"cls": torch.zeros(1, 2, 1, dtype=torch.float64), "box": torch.zeros(1, 2, 7, dtype=torch.float64)}
+    targets = torch.zeros(1, 2, 7, dtype=torch.float64)
+    targets[0, 0, 0], targets[0, 0, 5], targets[0, 0, 3] = 0.5, 0.05, 0.2
+    labels = torch.tensor([[1, 0]])
+    beta = 1.0 / 9.0
+
+    def sl1(e: float) -> float:
+        return 0.5 * e * e / beta if e < beta else e - 0.5 * beta
+
+    weights = [1.0, 1.0, 2.0, 3.0, 3.0, 4.0, 1.0]
+    plain = detection_losses(preds, labels, targets, None, sin_difference=False)
+    weighted = detection_losses(preds, labels, targets, None, sin_difference=False, code_weights=weights)
+    assert abs(float(plain["loss_box"]) - (sl1(0.5) + sl1(0.2) + sl1(0.05))) < 1e-12
+    assert abs(float(weighted["loss_box"]) - (sl1(0.5) + 3.0 * sl1(0.2) + 4.0 * sl1(0.05))) < 1e-12
+    with pytest.raises(ValueError, match="code_weights: expected 7"):
+        detection_losses(preds, labels, targets, None, sin_difference=False, code_weights=[1.0] * 6)
