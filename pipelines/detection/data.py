@@ -229,6 +229,8 @@ class KittiDataModule(pl.LightningDataModule):
         gt_sampling: class name -> boxes per frame after ground-truth sampling (e.g. ``{"Car": 15}``);
             empty disables it.
         gt_sampling_min_points: database objects need at least this many points.
+        gt_sampling_align_ground: move each pasted object vertically onto the ground around it in its new
+            frame (for scenes whose ground is not one plane, e.g. ``geo3d synth kitti``'s sloping terrain).
         point_dropout: training only: largest share of points dropped per frame (drawn per frame in
             ``[0, point_dropout]``, e.g. 0.2); 0 disables.
         point_jitter_std: training only: gaussian noise on every point's x, y, z, metres (e.g. 0.015); 0 disables.
@@ -256,6 +258,7 @@ class KittiDataModule(pl.LightningDataModule):
         scale_range: list[float] | tuple[float, float] = (0.95, 1.05),
         gt_sampling: dict[str, int] | None = None,
         gt_sampling_min_points: int = 5,
+        gt_sampling_align_ground: bool = False,
         point_dropout: float = 0.0,
         point_jitter_std: float = 0.0,
         intensity_gain_range: list[float] | tuple[float, float] = (1.0, 1.0),
@@ -283,6 +286,7 @@ class KittiDataModule(pl.LightningDataModule):
                 rotation_range=tuple(rotation_range),
                 scale_range=tuple(scale_range),
                 sample_counts={self.class_names.index(k): int(v) for k, v in gt_sampling.items()},
+                sample_align_ground=bool(gt_sampling_align_ground),
                 point_dropout=float(point_dropout),
                 point_jitter_std=float(point_jitter_std),
                 intensity_gain_range=(float(intensity_gain_range[0]), float(intensity_gain_range[1])),

@@ -18,6 +18,7 @@ from pipelines.detection.augment import (
     flip_x,
     jitter_intensity,
     jitter_points,
+    local_ground_height,
     rotate_z,
     sample_ground_truth,
     scale,
@@ -92,6 +93,53 @@ def test_ground_truth_sampling_pastes_without_overlap():
     # No sampling when the frame already has enough boxes of the class.
     p, b, _ = sample_ground_truth(points, boxes, labels, database, {0: 2}, np.random.default_rng(0))
     assert torch.equal(b, boxes) and torch.equal(p, points)
+
+
+def _sloped_ground(slope: float, n: int = 6000, seed: int = 0) -> torch.Tensor:
+    """(n, 4) points on the plane z = -1.7 + slope * x over x in [0, 40], y in [-20, 20], plus shrubs."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([40.0, 40.0]) - torch.tensor([0.0, 20.0])
+    z = -1.7 + slope * xy[:, :1]
+    ground = torch.cat([xy, z], 1)
+    shrubs = ground[:300] + torch.rand(300, 3, generator=g) * torch.tensor([0.0, 0.0, 1.5])  # tall clutter
+    points = torch.cat([ground, shrubs])
+    return torch.cat([points, torch.rand(len(points), 1, generator=g)], 1)
+
+
+def test_local_ground_height_finds_the_plane_under_a_box():
+    points = _sloped_ground(0.03)  # geo3d synth kitti's steepest terrain
+    for x, yaw in ((10.0, 0.0), (25.0, 1.1)):
+        box = torch.tensor([x, 2.0, 5.0, 3.9, 1.6, 1.5, yaw])  # its own z plays no part
+        ground = local_ground_height(points, box)
+        assert abs(ground - (-1.7 + 0.03 * x)) < 0.02  # the ring's two sides average the slope out
+    assert local_ground_height(points, torch.tensor([80.0, 0.0, 0.0, 3.9, 1.6, 1.5, 0.0])) is None  # no points
+
+
+def test_ground_truth_sampling_aligns_pasted_objects_with_the_ground():
+    points = _sloped_ground(0.03, seed=1)
+    labels = torch.zeros(0, dtype=torch.int64)
+    # Database objects cut from a flat scene (bottom at -1.7); pasted here they must rise with the slope
+    # (by 0.3 and 0.9 m).
+    db_boxes = torch.tensor([[10.0, 5.0, -0.95, 3.9, 1.6, 1.5, 0.0], [30.0, -6.0, -0.95, 4.0, 1.7, 1.5, 1.0],
+                             [90.0, 0.0, -0.95, 4.0, 1.7, 1.5, 0.0]])  # the last one has no ground around it
+    db_points = [torch.cat([b[:3] + torch.tensor([[0.1 * k, 0.0, 0.2 * (k % 3)] for k in range(-5, 6)]),
+                            torch.full((11, 1), 0.5)], 1) for b in db_boxes]
+    database = GTDatabase({0: db_boxes.clone()}, {0: [q.clone() for q in db_points]})
+    p, b, lab = sample_ground_truth(points, torch.zeros(0, 7), labels, database, {0: 3}, np.random.default_rng(0),
+                                    align_ground=True)
+    assert len(b) == 2 and lab.tolist() == [0, 0]
+    order = b[:, 0].argsort()
+    b = b[order]
+    bottoms = b[:, 2] - b[:, 5] / 2
+    torch.testing.assert_close(bottoms, -1.7 + 0.03 * b[:, 0], atol=0.03, rtol=0)  # shrub points bias it by 2 cm
+    torch.testing.assert_close(b[:, [0, 1, 3, 4, 5, 6]], db_boxes[:2][:, [0, 1, 3, 4, 5, 6]])  # only z moves
+    inside = points_in_boxes(p[:, :3], b)
+    assert (inside.sum(0) == 11).all()  # the objects' points moved with their boxes
+    assert torch.equal(database.boxes[0], db_boxes)  # the database is untouched
+    assert all(torch.equal(q, r) for q, r in zip(database.points[0], db_points))
+    # Without alignment the same objects keep their source heights.
+    _, b2, _ = sample_ground_truth(points, torch.zeros(0, 7), labels, database, {0: 3}, np.random.default_rng(0))
+    assert len(b2) == 3 and torch.equal(b2[:, 2].sort().values, db_boxes[:, 2].sort().values)
 
 
 def _big_cloud(n=50000, seed=0):

@@ -102,6 +102,9 @@ def test_sensor_noise_init_args_reach_training_items_only(hand_kitti):
                          flip_x=False, rotation_range=[0, 0], scale_range=[1, 1])
     assert (dm.augment.point_dropout, dm.augment.point_jitter_std) == (0.5, 0.02)
     assert dm.augment.intensity_gain_range == (0.5, 0.5) and dm.hparams.point_dropout == 0.5
+    assert not dm.augment.sample_align_ground
+    assert KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE,
+                           gt_sampling_align_ground=True).augment.sample_align_ground
     dm.setup("fit")
     clean = dm.datasets["val"].load(0)  # the same frame's file, unaugmented (train and val are copies)
     torch.manual_seed(0)
