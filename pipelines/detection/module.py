@@ -153,9 +153,10 @@ class SecondDetector(pl.LightningModule):
         nx, ny, nz = (int(v) for v in grid_size(self.voxel_size, self.point_cloud_range))
 
         self.coder = ResidualCoder(angle_encoding)
-        if code_weights is not None and len(code_weights) != self.coder.code_size:
-            raise ValueError(f"model.code_weights: expected {self.coder.code_size} values for angle_encoding "
-                             f"{angle_encoding!r}, got {list(code_weights)}")
+        if code_weights is not None and (len(code_weights) != self.coder.code_size
+                                         or not all(math.isfinite(w) and w >= 0 for w in code_weights)):
+            raise ValueError(f"model.code_weights: expected {self.coder.code_size} finite values >= 0 for "
+                             f"angle_encoding {angle_encoding!r}, got {list(code_weights)}")
         self.vfe = build_vfe(vfe, num_point_features, list(vfe_filters), self.voxel_size, self.point_cloud_range,
                              bn_momentum)
         self.backbone3d = SparseBackbone3D(self.vfe.out_channels, (nx, ny, nz), list(backbone_channels),

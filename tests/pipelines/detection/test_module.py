@@ -94,5 +94,7 @@ def test_bad_model_config():
         SecondDetector(**{**TINY, "class_names": ["Car", "Pedestrian"]})
     with pytest.raises(ValueError, match="multiple of voxel_size"):
         SecondDetector(**{**TINY, "voxel_size": [0.3, 0.3, 0.2]})
-    with pytest.raises(ValueError, match="code_weights: expected 8 values for angle_encoding 'sincos'"):
+    with pytest.raises(ValueError, match="code_weights: expected 8 finite values >= 0 for angle_encoding 'sincos'"):
         SecondDetector(**{**TINY, "angle_encoding": "sincos", "code_weights": [1.0] * 7})
+    with pytest.raises(ValueError, match="code_weights: expected 7 finite values >= 0"):
+        SecondDetector(**{**TINY, "code_weights": [1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0]})
