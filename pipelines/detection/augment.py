@@ -204,12 +204,12 @@ def local_ground_height(points: torch.Tensor, box: torch.Tensor, margin: float =
     Returns:
         The ground z in metres, or None when the ring holds too few points.
     """
-    c, s = math.cos(float(box[6])), math.sin(float(box[6]))
-    dx, dy = points[:, 0] - box[0], points[:, 1] - box[1]
-    u, v = (dx * c + dy * s).abs(), (-dx * s + dy * c).abs()
-    half_l, half_w = float(box[3]) / 2, float(box[4]) / 2
-    in_ring = (u < half_l + margin) & (v < half_w + margin) & ~((u < half_l) & (v < half_w))
-    z = points[in_ring, 2].double()
+    footprint = box.clone()
+    footprint[5] = math.inf  # a column: only x and y decide
+    grown = footprint.clone()
+    grown[3:5] += 2 * margin
+    inside = points_in_boxes(points[:, :3], torch.stack([grown, footprint]))  # (N, 2)
+    z = points[inside[:, 0] & ~inside[:, 1], 2].double()
     if len(z) < min_points:
         return None
     ground = z[z < torch.quantile(z, 0.1) + 0.25]
