@@ -46,13 +46,13 @@ def _real_kitti_dir() -> Path | None:
 
 
 def time_inference(model: SecondDetector, batch: dict, repeats: int = 5) -> float:
-    """Median seconds of one forward pass + decoding + NMS on ``batch`` (model in eval mode, no grad)."""
+    """Median seconds of one forward pass, decoding, NMS and vertical refinement on ``batch`` (eval mode, no grad)."""
     model.eval()
     times = []
     with torch.no_grad():
         for _ in range(repeats + 1):  # the first call builds spconv's and voxelizer's caches
             start = time.perf_counter()
-            model.detect(model(batch["points"], batch["batch"], batch["batch_size"]))
+            model.detect(model(batch["points"], batch["batch"], batch["batch_size"]), batch["points"], batch["batch"])
             times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 

@@ -33,6 +33,7 @@ from pipelines.detection.head import AnchorHead
 from pipelines.detection.kitti_eval import format_kitti_table, kitti_eval
 from pipelines.detection.losses import detection_losses, direction_targets
 from pipelines.detection.postprocess import decode_frame
+from pipelines.detection.refine import GROUND_TOLERANCE, ground_offsets, refine_vertical
 from pipelines.detection.render import render_bev
 from pipelines.detection.targets import assign_targets
 from pipelines.detection.vfe import build_vfe
@@ -80,6 +81,11 @@ class SecondDetector(pl.LightningModule):
         nms_pre_max: boxes kept before NMS.
         nms_post_max: boxes kept after NMS.
         per_class_nms: NMS within each class instead of across classes.
+        vertical_refinement: move each detection's bottom onto the ground around it and clip its top to the scan
+            (:func:`~pipelines.detection.refine.refine_vertical`) in validation, test and prediction.
+        off_ground_score_factor: with ``vertical_refinement``, the scores of detections whose bottom lies more than
+            ``refine.GROUND_TOLERANCE`` (0.3 m) above or below the ground around them are multiplied by this (0 drops
+            them: a car stands on the ground); 1 leaves scores alone.
         eval_classes: classes reported by the KITTI evaluation (default: ``class_names``).
         result_dir: where prediction writes ``<frame_id>.txt`` results and ``bev/<frame_id>.png``, or None.
         num_threads: ``torch.set_num_threads`` at setup (None keeps the default).
@@ -126,6 +132,8 @@ class SecondDetector(pl.LightningModule):
         nms_pre_max: int = 4096,
         nms_post_max: int = 500,
         per_class_nms: bool = False,
+        vertical_refinement: bool = False,
+        off_ground_score_factor: float = 1.0,
         eval_classes: Sequence[str] | None = None,
         result_dir: str | None = None,
         num_threads: int | None = None,
@@ -157,6 +165,12 @@ class SecondDetector(pl.LightningModule):
                                          or not all(math.isfinite(w) and w >= 0 for w in code_weights)):
             raise ValueError(f"model.code_weights: expected {self.coder.code_size} finite values >= 0 for "
                              f"angle_encoding {angle_encoding!r}, got {list(code_weights)}")
+        if not (math.isfinite(off_ground_score_factor) and 0 <= off_ground_score_factor <= 1):
+            raise ValueError("model.off_ground_score_factor: expected a value in [0, 1], got "
+                             f"{off_ground_score_factor}")
+        if off_ground_score_factor != 1 and not vertical_refinement:
+            raise ValueError("model.off_ground_score_factor needs model.vertical_refinement: true (it uses the "
+                             "refinement's ground estimates)")
         self.vfe = build_vfe(vfe, num_point_features, list(vfe_filters), self.voxel_size, self.point_cloud_range,
                              bn_momentum)
         self.backbone3d = SparseBackbone3D(self.vfe.out_channels, (nx, ny, nz), list(backbone_channels),
@@ -229,11 +243,14 @@ class SecondDetector(pl.LightningModule):
                                 hard_negative_score=self.hparams.hard_negative_score,
                                 code_weights=self.hparams.code_weights)
 
-    def detect(self, preds: dict[str, torch.Tensor]) -> list[Boxes3D]:
+    def detect(self, preds: dict[str, torch.Tensor], points: torch.Tensor | None = None,
+               batch: torch.Tensor | None = None) -> list[Boxes3D]:
         """Decode head outputs into per-frame detections (LiDAR frame).
 
         Args:
             preds: head outputs of :meth:`forward` for B frames.
+            points: (N, C) float32 the points of the B frames, metres (needed by ``vertical_refinement``).
+            batch: (N,) int64 frame index of each point.
 
         Returns:
             B :class:`Boxes3D` with scores and labels, sorted by descending score.
@@ -246,7 +263,21 @@ class SecondDetector(pl.LightningModule):
                 preds["dir"][i].float() if "dir" in preds else None, self.anchors, self.coder,
                 dir_offset=hp.dir_offset, score_thresh=hp.score_thresh, nms_thresh=hp.nms_thresh,
                 nms_pre_max=hp.nms_pre_max, nms_post_max=hp.nms_post_max, per_class_nms=hp.per_class_nms)
-            out.append(Boxes3D(boxes.detach(), labels, scores.detach(), tuple(self.class_names)))
+            boxes, scores = boxes.detach(), scores.detach()
+            if hp.get("vertical_refinement", False):
+                if points is None or batch is None:
+                    raise ValueError("model.vertical_refinement needs the frames' points: detect(preds, points, batch)")
+                frame_points = points[batch == i].float()
+                offsets = ground_offsets(frame_points, boxes)
+                boxes = refine_vertical(frame_points, boxes, offsets)
+                factor = hp.get("off_ground_score_factor", 1.0)
+                if factor != 1.0:
+                    off_ground = offsets.abs().to(scores.device) > GROUND_TOLERANCE  # False where unknown (NaN)
+                    scores = torch.where(off_ground, scores * factor, scores)
+                    order = scores.argsort(descending=True)
+                    order = order[scores[order] >= hp.score_thresh]
+                    boxes, scores, labels = boxes[order], scores[order], labels[order]
+            out.append(Boxes3D(boxes, labels, scores, tuple(self.class_names)))
         return out
 
     # -------------------------------------------------------------------------------------- lightning
@@ -272,7 +303,7 @@ class SecondDetector(pl.LightningModule):
 
     def _eval_step(self, batch: dict, batch_idx: int, prefix: str) -> None:
         preds = self(batch["points"], batch["batch"], batch["batch_size"])
-        detections = self.detect(preds)
+        detections = self.detect(preds, batch["points"], batch["batch"])
         for i, det in enumerate(detections):
             objects = boxes_lidar_to_objects(det.to("cpu"), batch["calib"][i], batch["image_size"][i])
             self._eval_records.append((batch["frame_id"][i], batch["annos"][i], objects))
@@ -327,7 +358,7 @@ class SecondDetector(pl.LightningModule):
         """
         preds = self(batch["points"], batch["batch"], batch["batch_size"])
         out = []
-        for i, det in enumerate(self.detect(preds)):
+        for i, det in enumerate(self.detect(preds, batch["points"], batch["batch"])):
             det = det.to("cpu")
             objects = boxes_lidar_to_objects(det, batch["calib"][i], batch["image_size"][i])
             frame_id = batch["frame_id"][i]

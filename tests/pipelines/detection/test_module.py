@@ -98,3 +98,7 @@ def test_bad_model_config():
         SecondDetector(**{**TINY, "angle_encoding": "sincos", "code_weights": [1.0] * 7})
     with pytest.raises(ValueError, match="code_weights: expected 7 finite values >= 0"):
         SecondDetector(**{**TINY, "code_weights": [1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match=r"off_ground_score_factor: expected a value in \[0, 1\], got 1.5"):
+        SecondDetector(**{**TINY, "vertical_refinement": True, "off_ground_score_factor": 1.5})
+    with pytest.raises(ValueError, match="off_ground_score_factor needs model.vertical_refinement: true"):
+        SecondDetector(**{**TINY, "off_ground_score_factor": 0.0})

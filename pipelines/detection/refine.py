@@ -1,0 +1,113 @@
+"""Vertical refinement of detected boxes from the scan: bottoms on the ground, tops where the points allow.
+
+A small detector trained for minutes places boxes well in bird's-eye view but not vertically: the tiny
+config's boxes are off the labelled bottom by 6 cm and the top by 5 cm (median), and it predicts about the
+mean car height. Replacing only the matched detections' bottom and height with the label's raises its
+held-out 3D AP from 75 to 91, its BEV AP (pipelines/detection/README.md). The scan itself pins both down,
+and no learned part is needed for it:
+
+* **Bottom.** A car stands on the ground, and the ground shows in the ring of points around its footprint
+  (:func:`~pipelines.detection.augment.local_ground_height`). That estimate is off by 2 cm (median) but has
+  outliers (a ring on a wall's foot or a slope), so it replaces the predicted bottom only when the two agree
+  within ``ground_tolerance``.
+* **Top.** The highest return on the object (inside the footprint, above the ground) bounds the top from
+  below; the beam above that return passed over the object, so the top is at most one beam spacing higher.
+  The predicted top is clipped into that interval.
+
+Footprints and yaws (x, y, dx, dy, yaw) are left as predicted. A box with too few returns keeps its predicted
+top, and one whose evidence would shrink it below half its predicted height keeps its prediction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from geo3d.types import points_in_boxes
+from pipelines.detection.augment import local_ground_height
+
+GROUND_TOLERANCE = 0.3
+"""Metres a box's bottom may lie off the ground estimate and still be moved onto it. Set on the validation frames of
+the training seed (not the held-out set), moving bottoms only, with the eighth session's config model: 0.15, 0.2, 0.3,
+0.5 and 1.0 m gave Car 3D R40 moderate 72.3, 75.7, 75.7, 75.7 and 75.3 (65.3 unrefined)."""
+
+
+def ground_offsets(points: torch.Tensor, boxes: torch.Tensor, margin: float = 1.5) -> torch.Tensor:
+    """How far each box's bottom lies below the ground around it.
+
+    Args:
+        points: (N, >=3) float32 scene points ``x, y, z`` metres.
+        boxes: (M, 7) float32 ``x, y, z, dx, dy, dz, yaw`` (z at the box centre), same frame.
+        margin: width of the ring of ground points around each footprint, metres
+            (:func:`~pipelines.detection.augment.local_ground_height`).
+
+    Returns:
+        (M,) float32 ground height minus box bottom, metres (positive: the box is sunk); NaN where the ring holds
+        too few points to tell.
+    """
+    offsets = torch.full((len(boxes),), math.nan)
+    for i, box in enumerate(boxes):
+        ground = local_ground_height(points, box, margin)
+        if ground is not None:
+            offsets[i] = ground - float(box[2] - box[5] / 2)
+    return offsets
+
+
+def refine_vertical(
+    points: torch.Tensor,
+    boxes: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+    ground_tolerance: float = GROUND_TOLERANCE,
+    beam_spacing_deg: float = 0.33,
+    top_noise: float = 0.02,
+    max_top_shift: float = 0.5,
+    min_points: int = 10,
+    footprint_scale: float = 0.8,
+    clearance: float = 0.3,
+) -> torch.Tensor:
+    """Move box bottoms onto the local ground and clip box tops to what the scan allows.
+
+    Args:
+        points: (N, >=3) float32 scene points ``x, y, z`` metres, LiDAR frame (sensor at the origin).
+        boxes: (M, 7) float32 ``x, y, z, dx, dy, dz, yaw`` (z at the box centre), same frame.
+        offsets: (M,) float32 :func:`ground_offsets` of the boxes, if already computed.
+        ground_tolerance: metres; the ground estimate replaces a bottom only when within this of it.
+        beam_spacing_deg: the sensor's vertical beam spacing, degrees (HDL-64E's upper block: 10.33 deg over
+            32 beams = 0.32 deg); the top may lie up to ``range * tan(spacing)`` above the highest return.
+        top_noise: metres a return may lie above the true top (range noise).
+        max_top_shift: returns more than this above the predicted top are not the object's (a crown above a
+            car); metres.
+        min_points: returns on the object needed to touch its top.
+        footprint_scale: the object's returns are taken from its footprint shrunk by this factor (to keep a
+            neighbour's or a wall's points out).
+        clearance: metres above the bottom where the object's returns start (ground points stay out).
+
+    Returns:
+        (M, 7) float32 refined boxes; only z and dz differ from ``boxes``.
+    """
+    refined = boxes.clone()
+    if len(boxes) == 0:
+        return refined
+    bottoms = (boxes[:, 2] - boxes[:, 5] / 2).tolist()
+    tops = (boxes[:, 2] + boxes[:, 5] / 2).tolist()
+    offsets = ground_offsets(points, boxes) if offsets is None else offsets
+    for i, offset in enumerate(offsets.tolist()):
+        if abs(offset) <= ground_tolerance:  # False for NaN
+            bottoms[i] += offset
+    columns = boxes.clone()
+    columns[:, 3:5] *= footprint_scale
+    lows = torch.tensor(bottoms, dtype=boxes.dtype, device=boxes.device) + clearance
+    highs = boxes[:, 2] + boxes[:, 5] / 2 + max_top_shift
+    columns[:, 2], columns[:, 5] = (lows + highs) / 2, (highs - lows).clamp(min=0.0)
+    inside = points_in_boxes(points[:, :3], columns)  # (N, M)
+    for i in range(len(boxes)):
+        z = points[inside[:, i], 2]
+        if len(z) >= min_points:
+            highest = float(z.max())
+            gap = float(torch.hypot(boxes[i, 0], boxes[i, 1])) * math.tan(math.radians(beam_spacing_deg))
+            tops[i] = min(max(tops[i], highest - top_noise), highest + gap)
+        if tops[i] - bottoms[i] > 0.5 * float(boxes[i, 5]):  # else the evidence contradicts the box: keep it
+            refined[i, 2] = (tops[i] + bottoms[i]) / 2
+            refined[i, 5] = tops[i] - bottoms[i]
+    return refined
