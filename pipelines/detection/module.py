@@ -33,7 +33,7 @@ from pipelines.detection.head import AnchorHead
 from pipelines.detection.kitti_eval import format_kitti_table, kitti_eval
 from pipelines.detection.losses import detection_losses, direction_targets
 from pipelines.detection.postprocess import decode_frame
-from pipelines.detection.refine import GROUND_TOLERANCE, ground_offsets, refine_vertical
+from pipelines.detection.refine import ground_offsets, ground_tolerances, refine_vertical
 from pipelines.detection.render import render_bev
 from pipelines.detection.targets import assign_targets
 from pipelines.detection.vfe import build_vfe
@@ -83,9 +83,9 @@ class SecondDetector(pl.LightningModule):
         per_class_nms: NMS within each class instead of across classes.
         vertical_refinement: move each detection's bottom onto the ground around it and clip its top to the scan
             (:func:`~pipelines.detection.refine.refine_vertical`) in validation, test and prediction.
-        off_ground_score_factor: with ``vertical_refinement``, the scores of detections whose bottom lies more than
-            ``refine.GROUND_TOLERANCE`` (0.3 m) above or below the ground around them are multiplied by this (0 drops
-            them: a car stands on the ground); 1 leaves scores alone.
+        off_ground_score_factor: with ``vertical_refinement``, the scores of detections whose bottom lies farther
+            above or below the ground around them than ``refine.ground_tolerances`` (0.3 m; 0.9 % of the range beyond
+            33 m) are multiplied by this (0 drops them: a car stands on the ground); 1 leaves scores alone.
         eval_classes: classes reported by the KITTI evaluation (default: ``class_names``).
         result_dir: where prediction writes ``<frame_id>.txt`` results and ``bev/<frame_id>.png``, or None.
         num_threads: ``torch.set_num_threads`` at setup (None keeps the default).
@@ -272,7 +272,7 @@ class SecondDetector(pl.LightningModule):
                 boxes = refine_vertical(frame_points, boxes, offsets)
                 factor = hp.get("off_ground_score_factor", 1.0)
                 if factor != 1.0:
-                    off_ground = offsets.abs().to(scores.device) > GROUND_TOLERANCE  # False where unknown (NaN)
+                    off_ground = (offsets.abs() > ground_tolerances(boxes)).to(scores.device)  # False for NaN
                     scores = torch.where(off_ground, scores * factor, scores)
                     order = scores.argsort(descending=True)
                     order = order[scores[order] >= hp.score_thresh]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.detection.module import SecondDetector
-from pipelines.detection.refine import ground_offsets, refine_vertical
+from pipelines.detection.refine import ground_offsets, ground_tolerances, refine_vertical
 
 GROUND = -1.7  # metres, LiDAR frame
 ROOF = GROUND + 1.5  # the car's highest returns
@@ -66,11 +66,17 @@ def test_top_within_the_allowed_interval_is_kept():
 
 
 def test_ground_far_from_the_prediction_is_not_trusted():
-    predicted = _box(GROUND + 0.5, 1.2)  # 0.5 m above the ground: beyond the 0.3 m tolerance
-    bottom, _ = _bottom_top(refine_vertical(_scene(), predicted, ground_tolerance=0.3))
+    predicted = _box(GROUND + 0.5, 1.2)  # 0.5 m above the ground: beyond the 0.3 m tolerance at 15 m
+    bottom, _ = _bottom_top(refine_vertical(_scene(), predicted))
     assert bottom == pytest.approx(GROUND + 0.5, abs=1e-5)
-    bottom, _ = _bottom_top(refine_vertical(_scene(), predicted, ground_tolerance=0.6))
+    bottom, _ = _bottom_top(refine_vertical(_scene(), _box(GROUND + 0.29, 1.2)))
     assert bottom == pytest.approx(GROUND, abs=1e-5)
+
+
+def test_ground_tolerance_grows_with_range():
+    boxes = torch.tensor([[10.0, 0.0, -1.0, 4.0, 1.8, 1.5, 0.0], [30.0, 40.0, -1.0, 4.0, 1.8, 1.5, 0.0],
+                          [-20.0, 0.0, -1.0, 4.0, 1.8, 1.5, 0.0]])
+    torch.testing.assert_close(ground_tolerances(boxes), torch.tensor([0.3, 0.45, 0.3]), rtol=0, atol=1e-7)
 
 
 def test_crown_above_the_car_is_not_its_top():
@@ -137,7 +143,7 @@ def test_model_scales_scores_of_off_ground_boxes(factor):
         preds = plain(points, batch, 1)
         before = plain.detect(preds)[0]
         after = refined.detect(preds, points, batch)[0]
-    off = ground_offsets(points, before.boxes).abs() > 0.3
+    off = ground_offsets(points, before.boxes).abs() > ground_tolerances(before.boxes)
     assert off.any() and (~off).any()  # boxes at anchor height -1.78 m: on the terrace, off
     expected = torch.where(off, before.scores * factor, before.scores)
     keep = expected >= 1e-3
