@@ -5,7 +5,7 @@ about z and a uniform scaling, all about the sensor origin. Ground-truth samplin
 from other training frames (their points and boxes, at their original place) into the scene, rejects
 pastes that overlap an existing or already pasted box in BEV (``ops.boxes.boxes_iou_bev``), and
 removes the scene points inside the pasted boxes. Optionally each pasted object is first moved up or
-down onto the ground of its new scene (``local_ground_height``; OpenPCDet does this with KITTI's road
+down onto the ground of its new scene (``local_ground_heights``; OpenPCDet does this with KITTI's road
 planes), so that on sloping or bumpy terrain no pasted car floats above the ground or sinks into it.
 Sensor-noise augmentations, off by default, make the points look less clean than a synthetic scan:
 point dropout (a random share of the returns lost, as rays that hit dark paint, glass or foliage),
@@ -185,9 +185,9 @@ class GTDatabase:
         return sum(len(v) for v in self.points.values())
 
 
-def local_ground_height(points: torch.Tensor, box: torch.Tensor, margin: float = 1.5,
-                        min_points: int = 10) -> float | None:
-    """The ground height under a box, from the scene points in a ring around its footprint.
+def local_ground_heights(points: torch.Tensor, boxes: torch.Tensor, margin: float = 1.5,
+                         min_points: int = 10, chunk: int = 64) -> torch.Tensor:
+    """The ground height under each box, from the scene points in a ring around its footprint.
 
     The ring is the footprint grown by ``margin`` on every side, minus the footprint. Its points within
     0.25 m of their 10th height percentile (the ground, not the cars, walls and plants standing on it)
@@ -197,23 +197,31 @@ def local_ground_height(points: torch.Tensor, box: torch.Tensor, margin: float =
 
     Args:
         points: (N, >=3) float32 scene points ``x, y, z`` metres.
-        box: (7,) float32 ``x, y, z, dx, dy, dz, yaw``.
+        boxes: (M, 7) float32 ``x, y, z, dx, dy, dz, yaw``.
         margin: ring width, metres.
-        min_points: fewer ground points than this give None.
+        min_points: fewer ground points than this give NaN.
+        chunk: boxes tested against the points at once (bounds the (N, 2 * chunk) point-in-box test's memory).
 
     Returns:
-        The ground z in metres, or None when the ring holds too few points.
+        (M,) float64 ground z in metres, NaN where the ring holds too few points.
     """
-    footprint = box.clone()
-    footprint[5] = math.inf  # a column: only x and y decide
-    grown = footprint.clone()
-    grown[3:5] += 2 * margin
-    inside = points_in_boxes(points[:, :3], torch.stack([grown, footprint]))  # (N, 2)
-    z = points[inside[:, 0] & ~inside[:, 1], 2].double()
-    if len(z) < min_points:
-        return None
-    ground = z[z < torch.quantile(z, 0.1) + 0.25]
-    return float(ground.mean()) if len(ground) >= min_points else None
+    heights = torch.full((len(boxes),), math.nan, dtype=torch.float64)
+    z_all = points[:, 2].double()
+    for start in range(0, len(boxes), chunk):
+        footprints = boxes[start:start + chunk].clone()
+        footprints[:, 5] = math.inf  # columns: only x and y decide
+        grown = footprints.clone()
+        grown[:, 3:5] += 2 * margin
+        k = len(footprints)
+        inside = points_in_boxes(points[:, :3], torch.cat([grown, footprints]))  # (N, 2k)
+        for j in range(k):
+            z = z_all[inside[:, j] & ~inside[:, k + j]]
+            if len(z) < min_points:
+                continue
+            ground = z[z < torch.quantile(z, 0.1) + 0.25]
+            if len(ground) >= min_points:
+                heights[start + j] = float(ground.mean())
+    return heights
 
 
 def sample_ground_truth(
@@ -235,7 +243,7 @@ def sample_ground_truth(
         sample_counts: class index -> wanted number of boxes per frame (OpenPCDet's ``SAMPLE_GROUPS``).
         rng: random generator.
         align_ground: move each pasted object (points and box) vertically so that its box bottom lies on
-            :func:`local_ground_height` of the frame; objects with too few ground points around are not pasted.
+            :func:`local_ground_heights` of the frame; objects with too few ground points around are not pasted.
 
     Returns:
         Points (N', C) with the pasted objects' points (scene points inside pasted boxes removed),
@@ -262,11 +270,11 @@ def sample_ground_truth(
         if bool((with_existing[i] > 0).any()) or any(bool(among[i, j] > 0) for j in accepted):
             continue
         accepted.append(i)
-    if align_ground:
+    if align_ground and accepted:
+        grounds = local_ground_heights(points, cand[accepted]).tolist()
         aligned = []
-        for i in accepted:
-            ground = local_ground_height(points, cand[i])
-            if ground is None:
+        for i, ground in zip(accepted, grounds):
+            if math.isnan(ground):
                 continue
             shift = ground - float(cand[i, 2] - cand[i, 5] / 2)
             cand[i, 2] += shift

@@ -7,7 +7,7 @@ model's held-out 3D AP from 75 to 91, its BEV AP (the eighth session's analysis 
 pipelines/detection/README.md). The scan itself pins both down, and no learned part is needed for it:
 
 * **Bottom.** A car stands on the ground, and the ground shows in the ring of points around its footprint
-  (:func:`~pipelines.detection.augment.local_ground_height`). That estimate is off by 2 cm (median) but has
+  (:func:`~pipelines.detection.augment.local_ground_heights`). That estimate is off by 2 cm (median) but has
   outliers (a ring on a wall's foot or a slope), so it replaces the predicted bottom only when the two agree
   within :func:`ground_tolerances` (0.3 m, growing with range beyond 33 m, as the detector's own vertical error
   does).
@@ -26,7 +26,7 @@ import math
 import torch
 
 from geo3d.types import points_in_boxes
-from pipelines.detection.augment import local_ground_height
+from pipelines.detection.augment import local_ground_heights
 
 GROUND_TOLERANCE = 0.3
 """Metres a box's bottom may lie off the ground estimate and still count as standing on it, within 33 m. Set on the
@@ -60,18 +60,14 @@ def ground_offsets(points: torch.Tensor, boxes: torch.Tensor, margin: float = 1.
         points: (N, >=3) float32 scene points ``x, y, z`` metres.
         boxes: (M, 7) float32 ``x, y, z, dx, dy, dz, yaw`` (z at the box centre), same frame.
         margin: width of the ring of ground points around each footprint, metres
-            (:func:`~pipelines.detection.augment.local_ground_height`).
+            (:func:`~pipelines.detection.augment.local_ground_heights`).
 
     Returns:
         (M,) float32 ground height minus box bottom, metres (positive: the box is sunk); NaN where the ring holds
         too few points to tell.
     """
-    offsets = torch.full((len(boxes),), math.nan)
-    for i, box in enumerate(boxes):
-        ground = local_ground_height(points, box, margin)
-        if ground is not None:
-            offsets[i] = ground - float(box[2] - box[5] / 2)
-    return offsets
+    bottoms = (boxes[:, 2] - boxes[:, 5] / 2).double().cpu()
+    return (local_ground_heights(points, boxes, margin) - bottoms).float()
 
 
 def refine_vertical(

@@ -18,7 +18,7 @@ from pipelines.detection.augment import (
     flip_x,
     jitter_intensity,
     jitter_points,
-    local_ground_height,
+    local_ground_heights,
     rotate_z,
     sample_ground_truth,
     scale,
@@ -106,13 +106,17 @@ def _sloped_ground(slope: float, n: int = 6000, seed: int = 0) -> torch.Tensor:
     return torch.cat([points, torch.rand(len(points), 1, generator=g)], 1)
 
 
-def test_local_ground_height_finds_the_plane_under_a_box():
+def test_local_ground_heights_find_the_plane_under_each_box():
     points = _sloped_ground(0.03)  # geo3d synth kitti's steepest terrain
-    for x, yaw in ((10.0, 0.0), (25.0, 1.1)):
-        box = torch.tensor([x, 2.0, 5.0, 3.9, 1.6, 1.5, yaw])  # its own z plays no part
-        ground = local_ground_height(points, box)
+    boxes = torch.tensor([[10.0, 2.0, 5.0, 3.9, 1.6, 1.5, 0.0],  # their own z plays no part
+                          [25.0, 2.0, 5.0, 3.9, 1.6, 1.5, 1.1],
+                          [80.0, 0.0, 0.0, 3.9, 1.6, 1.5, 0.0]])  # no points there
+    grounds = local_ground_heights(points, boxes)
+    for ground, x in zip(grounds[:2].tolist(), (10.0, 25.0)):
         assert abs(ground - (-1.7 + 0.03 * x)) < 0.02  # the ring's two sides average the slope out
-    assert local_ground_height(points, torch.tensor([80.0, 0.0, 0.0, 3.9, 1.6, 1.5, 0.0])) is None  # no points
+    assert grounds[2].isnan()
+    one_at_a_time = local_ground_heights(points, boxes, chunk=1)
+    torch.testing.assert_close(one_at_a_time, grounds, rtol=0, atol=0, equal_nan=True)
 
 
 def test_ground_truth_sampling_aligns_pasted_objects_with_the_ground():
