@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from geo3d.synth.rgbd import shared_data_dir
+    from geo3d.io.shared_data import shared_data_dir
 
     args.shared = args.shared or shared_data_dir() / "depth"
     if args.ckpt is not None and not args.ckpt.is_file():

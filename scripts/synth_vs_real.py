@@ -56,7 +56,7 @@ def realism_charts(result: dict) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from geo3d.synth.rgbd import shared_data_dir
+    from geo3d.io.shared_data import shared_data_dir
 
     shared = shared_data_dir() / "kitti" / "training"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,7 +23,9 @@ import textwrap
 import warnings
 from pathlib import Path
 
+from geo3d.cli.lightning import run_lightning
 from geo3d.errors import InputError
+from geo3d.io.checkpoint import check_checkpoint  # noqa: F401 - re-exported for scripts and tests
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -38,94 +40,6 @@ examples:
   geo3d reconstruct --input data/synth_rgbd --output out/recon --method tsdf --workers 2
   geo3d complete rgb.png sparse_depth.png --out dense.png --method ip_basic
 """
-
-
-CKPT_PATH_KEYWORDS = ("last", "best", "hpc")
-"""``--ckpt_path`` values that Lightning resolves itself (not files): checked by Lightning, not here."""
-
-
-def _first_sentence(text: str, limit: int = 200) -> str:
-    """The first sentence of an error message's first line, at most ``limit`` characters."""
-    line = (text.strip().splitlines() or [""])[0].strip()
-    return line.split(". ")[0].rstrip(".")[:limit]
-
-
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """Check a ``--ckpt_path`` file before Lightning loads it, so a bad one is a one-line error.
-
-    The file must exist and load as Lightning loads it first (``torch.load(weights_only=True)``, to read
-    the hyper-parameters; zip-format files memory-mapped here, so only the pickled structure is read, not
-    the tensor data) into a dict with a ``state_dict``, as every Lightning checkpoint has. Lightning's
-    keywords (:data:`CKPT_PATH_KEYWORDS`, ``registry...``) and URLs (``scheme://``) are left to Lightning.
-
-    Args:
-        path: the ``--ckpt_path`` value.
-
-    Raises:
-        InputError: the file is missing, is a folder, is not a readable torch checkpoint (truncated,
-            corrupt, another format), holds objects that ``weights_only=True`` refuses, or holds no
-            ``state_dict``.
-    """
-    text = str(path)
-    if text in CKPT_PATH_KEYWORDS or text.startswith("registry") or "://" in text:
-        return
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "checkpoint not found (--ckpt_path)")
-    if not path.is_file():
-        raise InputError(path, "is not a file (--ckpt_path expects a Lightning .ckpt checkpoint)")
-    import zipfile
-
-    import torch
-
-    mmap = zipfile.is_zipfile(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a corrupt, foreign or unsafe file
-        try:  # tell a corrupt file from a readable one with objects that weights_only=True refuses
-            torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-        except Exception as err_full:  # noqa: BLE001
-            reason = _first_sentence(str(err_full))
-            raise InputError(path, f"not a readable checkpoint ({type(err_full).__name__}"
-                                   f"{': ' + reason if reason else ''}); expected a .ckpt written by geo3d fit "
-                                   "(truncated or corrupt?)") from None
-        lines = str(err).strip().splitlines()
-        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
-        raise InputError(path, "holds objects that torch.load(weights_only=True) refuses, and Lightning loads it "
-                               f"so: {_first_sentence(reason) or type(err).__name__}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        what = (f"a dict without 'state_dict' (keys: {', '.join(map(str, list(ckpt)[:5]))})"
-                if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}")
-        raise InputError(path, f"not a Lightning checkpoint: it holds {what}; expected a .ckpt written by geo3d fit")
-
-
-def run_lightning(args: list[str]) -> None:
-    """Run the Lightning CLI (``fit``/``validate``/``test``/``predict``) with ``args``.
-
-    A ``ckpt_path`` (from the command line or a config file) is checked with :func:`check_checkpoint`
-    right after parsing, before Lightning reads it.
-    """
-    from unittest import mock
-
-    from pytorch_lightning.cli import LightningCLI
-
-    class GeoLightningCLI(LightningCLI):
-        def parse_arguments(self, parser, args) -> None:
-            super().parse_arguments(parser, args)
-            subcommand = self.config.get("subcommand")
-            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if ckpt_path is not None:
-                check_checkpoint(ckpt_path)
-
-    # Lightning reads sys.argv (and warns when given ``args`` beside a non-empty sys.argv), so the
-    # arguments go in as the process's own, also when main() is called from Python.
-    with mock.patch.object(sys, "argv", ["geo3d", *args]):
-        GeoLightningCLI(
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"epilog": "example: geo3d fit --config configs/detection/second_tiny_cpu.yaml"},
-        )
 
 
 # --- synth -------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from geo3d.io.atomic import atomic_write_text
-from geo3d.synth.rgbd import shared_data_dir
+from geo3d.io.shared_data import shared_data_dir
 
 STAGES = ("shapes", "formats", "kitti", "detection", "splatting", "surface", "depth", "simulation")
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -49,6 +48,7 @@ from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
 from geo3d.io.meshes import read_mesh, write_mesh
 from geo3d.io.rgbd import RGBDFrame, write_intrinsics, write_rgbd_frame
+from geo3d.io.shared_data import shared_data_dir
 from geo3d.synth import nerf
 from geo3d.synth.nerf import PALETTE, Part, Pattern, SynthObject
 from geo3d.types import DepthMap, Mesh
@@ -163,12 +163,6 @@ def kinect_noise(depth: np.ndarray, rng: np.random.Generator, params: KinectNois
 
 
 # ------------------------------------------------------------------------------------------------ objects
-
-def shared_data_dir() -> Path:
-    """The shared real-data folder: ``$GEO3D_SHARED_DATA``, else ``../shared/data`` beside the repository."""
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return Path(os.environ.get("GEO3D_SHARED_DATA", default))
-
 
 def _blob(rng: np.random.Generator) -> trimesh.Trimesh:
     """A unit icosphere whose radius is waved by four random smooth waves (0.68..1.32; star-shaped, so the

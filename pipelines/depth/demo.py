@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 
 from geo3d.synth.depth import generate_depth
-from geo3d.synth.rgbd import shared_data_dir
+from geo3d.io.shared_data import shared_data_dir
 from pipelines.timed_fit import timed_fit
 
 DEMO_PATTERNS = ("random:0.007", "lidar:16", "keypoints:sift")

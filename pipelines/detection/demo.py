@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from geo3d.io.atomic import atomic_path
-from geo3d.synth.rgbd import shared_data_dir
+from geo3d.io.shared_data import shared_data_dir
 from pipelines.detection.data import KittiDataModule, collate_frames, list_frames
 from pipelines.detection.module import SecondDetector
 from pipelines.detection.real_scans import evaluate_real_frames

@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from geo3d.synth.particles import generate_particles
-from geo3d.synth.rgbd import shared_data_dir
+from geo3d.io.shared_data import shared_data_dir
 from pipelines.timed_fit import timed_fit
 
 
