@@ -21,7 +21,7 @@ import torch
 
 from geo3d.synth.depth import generate_depth
 from geo3d.io.shared_data import shared_data_dir
-from pipelines.timed_fit import timed_fit
+from geo3d.timed_fit import timed_fit
 
 DEMO_PATTERNS = ("random:0.007", "lidar:16", "keypoints:sift")
 

@@ -24,7 +24,7 @@ import torch
 
 from geo3d.synth.particles import generate_particles
 from geo3d.io.shared_data import shared_data_dir
-from pipelines.timed_fit import timed_fit
+from geo3d.timed_fit import timed_fit
 
 
 def _shared_sample_check() -> str:

@@ -26,7 +26,7 @@ from pipelines.splatting.module import (
     LearningRates,
     LossWeights,
 )
-from pipelines.timed_fit import timed_fit
+from geo3d.timed_fit import timed_fit
 
 # Training cost per step at 96 x 96 with ~10k Gaussians on the 2-core reference machine: measured 0.05 s idle;
 # max_time stops a slower machine anyway.
