@@ -322,7 +322,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     stages = list(args.stages) if args.stages else list(STAGES)
     stages = [s for s in stages if s not in set(args.skip or [])]
-    report = run_demo(args.out, detection_minutes=args.detection_minutes, stages=stages)
+    options = {} if args.detection_minutes is None else {"detection": {"max_minutes": args.detection_minutes}}
+    report = run_demo(args.out, stages=stages, options=options)
     print(f"report: {report}")
 
 

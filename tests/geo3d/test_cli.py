@@ -255,10 +255,21 @@ def test_synth_shapes_into_an_existing_file_console_script(tmp_path):
 
 
 def test_demo_kitti_stage_reads_the_real_frame_from_geo3d_shared_data(tmp_path, monkeypatch):
-    from geo3d.cli.demo import Report, stage_kitti
+    from geo3d.cli.demo import run_demo
 
     monkeypatch.setenv("GEO3D_SHARED_DATA", str(tmp_path / "elsewhere"))
-    report = Report(tmp_path / "demo")
-    stage_kitti(tmp_path / "demo", report)
+    run_demo(tmp_path / "demo", stages=["kitti"])
     real = tmp_path / "elsewhere" / "kitti" / "training"
-    assert report.metrics["kitti"]["real_frame"] == f"skipped ({real} not found)"
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["kitti"]["real_frame"] == f"skipped ({real} not found)"
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "## kitti" in report and "![kitti_synth](kitti_synth.png)" in report
+    assert (tmp_path / "demo" / "kitti_synth.png").is_file()
+
+
+def test_demo_stage_must_return_a_stage_result(tmp_path, monkeypatch):
+    import geo3d.cli.demo as demo
+
+    monkeypatch.setitem(demo.STAGE_RUNNERS, "shapes", "pathlib:Path")
+    with pytest.raises(TypeError, match="returned PosixPath, expected a geo3d.report.StageResult"):
+        demo.run_stage("shapes", tmp_path)
