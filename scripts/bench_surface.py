@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from geo3d.io import read_mesh
     from geo3d.metrics.geometry import mesh_metrics
     from pipelines.surface.baselines import poisson_mesh
-    from pipelines.surface.batch import canonical_mesh
+    from pipelines.surface.predict import canonical_mesh
     from pipelines.surface.data import list_scans, scan_voxel_size
     from pipelines.surface.fusion import fuse_rgbd
     from pipelines.surface.module import SurfaceRefiner, refine_volume

@@ -362,7 +362,7 @@ def _fraction(text: str) -> float:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
-    from pipelines.surface.batch import ReconstructOptions, reconstruct_batch
+    from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 
     options = ReconstructOptions(method=args.method, checkpoint=args.checkpoint, voxel_size=args.voxel_size,
                                  voxel_fraction=args.voxel_fraction, depth_max=args.depth_max,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from geo3d.io.shared_data import shared_data_dir
 from geo3d.synth.rgbd import generate_rgbd
-from pipelines.surface.batch import ReconstructOptions, reconstruct_batch
+from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 from pipelines.surface.fusion import fuse_rgbd
 
 

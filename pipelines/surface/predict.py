@@ -24,7 +24,7 @@ Scenes run in this process (one worker), in a pool of spawned processes (``worke
 (``backend="ray"``); in every case the same top-level :func:`reconstruct_scene` writes the scene's files.
 
 Example:
-    >>> from pipelines.surface.batch import ReconstructOptions, reconstruct_batch  # doctest: +SKIP
+    >>> from pipelines.surface.predict import ReconstructOptions, reconstruct_batch  # doctest: +SKIP
     >>> result = reconstruct_batch("data/scans", "out/recon", ReconstructOptions("tsdf"), workers=2)  # doctest: +SKIP
     >>> result.failed  # doctest: +SKIP
     []

@@ -17,7 +17,7 @@ from PIL import Image
 from geo3d.cli import main
 from geo3d.errors import InputError
 from geo3d.synth.rgbd import generate_rgbd
-from pipelines.surface.batch import (
+from pipelines.surface.predict import (
     METRIC_COLUMNS,
     ReconstructOptions,
     canonical_mesh,
