@@ -1,4 +1,5 @@
-"""The op layer: sparse convolution, voxelization, scatter reductions, neighbours, rotated boxes, splatting.
+"""The op layer: sparse convolution, voxelization, scatter reductions, neighbours, rotated boxes, splatting,
+gradient integration.
 
 Every op picks its backend from its input's device (CUDA kernels from spconv/gsplat/torch on CUDA tensors,
 a tested CPU path on CPU tensors); pipelines call these functions and never branch on the device. Each op
@@ -6,7 +7,12 @@ has a simple reference in :mod:`ops.reference` (used by tests only) and a row in
 
 The names below are imported lazily (on first use), so ``import ops`` does not load spconv or numba:
 
->>> from ops import hard_voxelize, SubMConv3d, nms_rotated  # doctest: +SKIP
+>>> import sys, ops
+>>> "spconv" in sys.modules and "ops.sparse_conv" not in sys.modules  # nothing loaded yet
+False
+>>> from ops import hard_voxelize, SubMConv3d, nms_rotated  # now each module loads on first use
+>>> "ops.sparse_conv" in sys.modules
+True
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ _EXPORTS = {
     "ops.neighbors": ("knn", "radius_graph"),
     "ops.boxes": ("batched_nms_rotated", "boxes_iou_3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_rotated"),
     "ops.rasterize": ("rasterize_gaussians",),
+    "ops.gradient_integration": ("integrate_gradients",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

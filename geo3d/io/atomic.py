@@ -29,8 +29,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     file keeps ``path``'s suffix (or ``suffix``) so format detection by extension still works.
 
     Example:
-        >>> with atomic_path("out/mesh.ply") as tmp:  # doctest: +SKIP
-        ...     trimesh_mesh.export(tmp)
+        >>> import tempfile, trimesh
+        >>> out = Path(tempfile.mkdtemp()) / "mesh.ply"
+        >>> with atomic_path(out) as tmp:  # tmp: a hidden file beside out, same suffix
+        ...     _ = trimesh.creation.box().export(tmp)
+        ...     out.exists()
+        False
+        >>> out.exists(), len(list(out.parent.iterdir()))  # renamed into place, nothing left behind
+        (True, 1)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

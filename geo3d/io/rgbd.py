@@ -97,9 +97,18 @@ class RGBDSequence:
     """A 7-Scenes style RGB-D folder; frames are read from disk on access.
 
     Example:
-        >>> seq = read_rgbd_sequence("7scenes/chess/seq-01")  # doctest: +SKIP
-        >>> frame = seq[0]  # doctest: +SKIP
-        >>> world_points = frame.depth.to_points(frame.cam_to_world)  # (M, 3) metres  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> K = torch.tensor([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
+        >>> frame = RGBDFrame(torch.zeros(24, 32, 3, dtype=torch.uint8), DepthMap(torch.full((24, 32), 1.5), K=K),
+        ...                   torch.eye(4))
+        >>> write_intrinsics(folder, K); write_rgbd_frame(folder, 0, frame)
+        >>> seq = read_rgbd_sequence(folder)
+        >>> len(seq), seq.indices, seq[0].depth.depth.shape
+        (1, [0], torch.Size([24, 32]))
+        >>> world_points = seq[0].depth.to_points(seq[0].cam_to_world)  # (M, 3) metres
+        >>> world_points.shape, float(world_points[:, 2].mean())
+        (torch.Size([768, 3]), 1.5)
     """
 
     def __init__(self, root: Path, indices: list[int], color_paths: list[Path], K: torch.Tensor,

@@ -96,8 +96,16 @@ def mesh_metrics(pred: Mesh, gt: Mesh, num_points: int = 100_000, fscore_thresho
         InputError: when a mesh has no triangle of positive area.
 
     Example:
-        >>> m = mesh_metrics(pred_mesh, gt_mesh, fscore_threshold=0.05)  # doctest: +SKIP
-        >>> m["chamfer"], m["fscore"]  # doctest: +SKIP
+        >>> import trimesh
+        >>> from geo3d.types import Mesh
+        >>> box = trimesh.creation.box((1.0, 1.0, 1.0))
+        >>> gt = Mesh(torch.as_tensor(box.vertices, dtype=torch.float32), torch.as_tensor(box.faces))
+        >>> pred = Mesh(gt.vertices + torch.tensor([0.1, 0.0, 0.0]), gt.faces)  # shifted 10 cm
+        >>> m = mesh_metrics(pred, gt, fscore_threshold=0.05)
+        >>> 0.0 < m["chamfer"] <= 0.1, m["fscore"] < 1.0
+        (True, True)
+        >>> mesh_metrics(gt, gt, fscore_threshold=0.05)["fscore"]
+        1.0
     """
     if num_points < 1:
         raise ValueError(f"mesh_metrics: num_points must be >= 1, got {num_points}")

@@ -332,10 +332,12 @@ class MPMSimulator:
         walls: ``"slip"`` or ``"sticky"``.
         gravity: m/s^2 along ``-axis dim - 1``.
 
-    Example:
-        >>> sim = MPMSimulator(2, 32)  # doctest: +SKIP
-        >>> sim.set_particles(x0, v0, Material("elastic"), volume=(1 / 64) ** 2)  # doctest: +SKIP
-        >>> positions = sim.rollout(steps=50, frame_dt=0.0025)  # (50, N, 2) float32 metres  # doctest: +SKIP
+    Example (``tests/geo3d/synth/test_particles_synth.py`` runs it; the kernels' first JIT compile takes
+    about a minute, too long for a docstring example)::
+
+        sim = MPMSimulator(2, 32)
+        sim.set_particles(x0, v0, Material("elastic"), volume=(1 / 64) ** 2)
+        positions = sim.rollout(steps=50, frame_dt=0.0025)  # (50, N, 2) float32 metres
     """
 
     def __init__(self, dim: int, n_grid: int, walls: str = "slip", gravity: float = GRAVITY):
