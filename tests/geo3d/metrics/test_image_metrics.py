@@ -1,4 +1,5 @@
-"""PSNR and SSIM against hand computation and torchmetrics (an independent implementation)."""
+"""PSNR and SSIM against hand computation (the definition; SSIM written out per window), and what
+``lpips_status`` says in each case it distinguishes."""
 
 from __future__ import annotations
 
@@ -65,10 +66,31 @@ def test_ssim_matches_a_written_out_reference_and_masks():
     assert float(ssim(c, a, left)[0]) > 0.99 > float(ssim(c, a)[0])
 
 
-def test_shape_errors_and_lpips_status():
+def test_shape_errors():
     with pytest.raises(ValueError, match="one shape"):
         psnr(torch.zeros(1, 4, 4, 3), torch.zeros(1, 4, 5, 3))
     with pytest.raises(ValueError, match="mask"):
         ssim(torch.zeros(1, 4, 4, 3), torch.zeros(1, 4, 4, 3), torch.ones(1, 4, 5))
-    ok, reason = lpips_status()
-    assert isinstance(ok, bool) and reason.startswith("LPIPS")
+
+
+def test_lpips_status_in_each_case(tmp_path, monkeypatch):
+    """No package -> not available; the package but no backbone weights in the hub cache -> not available,
+    naming the folder; weights there -> available (nothing is downloaded in any case)."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lpips" else real_find_spec(name, *a))
+    assert lpips_status() == (False, "LPIPS skipped: the lpips package is not installed")
+
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "lpips" else real_find_spec(name, *a))
+    checkpoints = tmp_path / "checkpoints"
+    assert lpips_status() == (False, f"LPIPS skipped: no AlexNet/VGG weights in {checkpoints} (they would be "
+                                     "downloaded)")
+    checkpoints.mkdir()
+    (checkpoints / "resnet18-f37072fd.pth").write_bytes(b"")  # another backbone does not count
+    assert lpips_status()[0] is False
+    (checkpoints / "alexnet-owt-7be5be79.pth").write_bytes(b"")
+    assert lpips_status() == (True, "LPIPS available")
