@@ -109,6 +109,8 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
             hparams = dict(ckpt.get("hyper_parameters") or {})
             upgraded = upgrade(hparams)
+            if "_instantiator" in upgraded:  # written by the Lightning CLI: jsonargparse rebuilds groups from dicts
+                upgraded = {key: _as_dict(value) for key, value in upgraded.items()}
             if upgraded != hparams:  # rewrite only what needs it; the file itself is never touched
                 ckpt["hyper_parameters"] = upgraded
                 source = io.BytesIO()
@@ -121,6 +123,13 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
         first = (str(err).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"not a {cls.__name__} checkpoint ({type(err).__name__}: {first})") from None
     return model.eval()
+
+
+def _as_dict(value: Any) -> Any:
+    """A dataclass instance as a dict (what the Lightning CLI's instantiator parses); anything else as it is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def regroup_hparams(hparams: Mapping[str, Any], groups: Mapping[str, type],
