@@ -43,7 +43,7 @@ BASELINES = ("nearest", "linear", "ip_basic")
 
 def _complete(method: str, image, sparse, ckpt, ip_basic_kwargs: dict):
     from pipelines.depth.baselines import complete_baseline
-    from pipelines.depth.complete import complete_frame
+    from pipelines.depth.predict import complete_frame
 
     if method == "model":
         return complete_frame(image, sparse, "model", ckpt).depth
@@ -112,8 +112,8 @@ def real_rows(args, methods) -> list[dict]:
 
 
 def model_timing(args) -> dict | None:
-    from pipelines.depth.complete import complete_frame
     from pipelines.depth.data import read_image, read_sparse
+    from pipelines.depth.predict import complete_frame
 
     kitti = args.shared / "kitti_dc"
     if args.ckpt is None or not (kitti / "rgb.png").is_file():

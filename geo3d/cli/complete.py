@@ -15,8 +15,8 @@ def _cmd_complete(args: argparse.Namespace) -> None:
     from geo3d.io.atomic import atomic_path
     from geo3d.io.depth_png import write_depth_png
     from geo3d.types import DepthMap
-    from pipelines.depth.complete import complete_frame
     from pipelines.depth.data import read_image, read_sparse
+    from pipelines.depth.predict import complete_frame
 
     method = "model" if args.ckpt is not None else args.method
     if method == "model" and args.ckpt is None:

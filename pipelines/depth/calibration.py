@@ -183,13 +183,13 @@ class BlendHeadCalibration(pl.Callback):
         frames = DepthFrames(data.train_dir, data.train_patterns, train=True, crop=None)
         progress = trainer.is_global_zero
         cache = cache_blend_inputs(net, frames, self.frames, seed=self.seed,
-                                   max_depth=pl_module.hparams.get("max_depth"), progress=progress)
+                                   max_depth=pl_module.max_depth, progress=progress)
         if self.reset:
             reset_blend_head(net, self.seed)
         crop = data.crop or tuple(cache[0]["inputs"].shape[-2:])
         with torch.enable_grad():
             stats = fit_blend_head(net.blend, cache, self.steps, crop, self.batch_size, self.lr, self.seed,
-                                   metric=pl_module.hparams.get("blend_metric_weight", True), progress=progress)
+                                   metric=pl_module.loss_weights.blend_metric_weight, progress=progress)
         del cache
         seconds = time.perf_counter() - start
         rank_zero_info(f"BlendHeadCalibration: refitted the blend head on {min(self.frames, len(frames))} frames, "

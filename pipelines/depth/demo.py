@@ -1,4 +1,5 @@
-"""The depth stage of ``geo3d demo``: synthetic frames, a short training run, the baselines, the real KITTI frame.
+"""The depth stage of ``geo3d demo`` (:func:`run_stage`): synthetic frames, a short training run, the baselines, the
+real KITTI frame.
 
 1. ``geo3d synth depth``: 48 training and 3 held-out frames at 96 x 320 (streets and rooms).
 2. The model (``configs/depth/omni_tiny_cpu.yaml``'s network at base 8 channels) trained for ``seconds`` (default
@@ -12,34 +13,46 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from geo3d.synth.depth import generate_depth
 from geo3d.io.shared_data import shared_data_dir
+from geo3d.report import StageResult
+from geo3d.synth.depth import generate_depth
 from geo3d.timed_fit import timed_fit
 
 DEMO_PATTERNS = ("random:0.007", "lidar:16", "keypoints:sift")
 
 
-def run_depth_demo(out_dir: str | os.PathLike, seconds: float = 60.0) -> dict:
-    """Run the stage; returns ``{"text", "metrics", "images"}``."""
+def run_stage(out: Path, seconds: float = 60.0) -> StageResult:
+    """Run the stage into ``out`` (the report folder's ``depth/``: data, pictures).
+
+    Args:
+        out: the stage's folder (created); its pictures are written there, inside the report folder ``out.parent``.
+        seconds: the training budget, seconds.
+
+    Returns:
+        The report section: ``title`` "depth", the text, ``metrics`` (training steps and seconds, RMSE per
+        held-out pattern and method in metres, the KITTI frame's RMSE and MAE by the model and IP-Basic and the
+        model's time on it) and ``images`` (the synthetic LiDAR-16 comparison, then the KITTI model and IP-Basic
+        comparisons when the shared frame is there).
+    """
     from geo3d.metrics.depth import depth_metrics
     from pipelines.depth.baselines import complete_baseline
     from pipelines.depth.data import DepthDataModule, DepthFrames, read_image, read_sparse
-    from pipelines.depth.module import DepthCompletion, uncertainty
+    from pipelines.depth.model import NetworkSettings
+    from pipelines.depth.module import DepthCompletion, OptimSettings, uncertainty
     from viewers.depth import depth_comparison_png
 
-    out = Path(out_dir)
+    out = Path(out)
     generate_depth(out / "train", frames=48, seed=0, width=320, height=96, progress=False)
     generate_depth(out / "val", frames=3, seed=1000, width=320, height=96, progress=False)
     pl.seed_everything(0, verbose=False)
     data = DepthDataModule(str(out / "train"), str(out / "val"), crop=(96, 320), batch_size=4)
-    model = DepthCompletion(base_channels=8, sparse_channels=8, lr=3e-3)
+    model = DepthCompletion(NetworkSettings(base_channels=8, sparse_channels=8), optim=OptimSettings(lr=3e-3))
     train_steps, train_seconds = timed_fit(model, data, seconds, max_steps=10_000, accelerator="cpu")
     model.eval()
     metrics: dict = {"train_steps": train_steps, "train_seconds": round(train_seconds, 1)}
@@ -89,4 +102,4 @@ def run_depth_demo(out_dir: str | os.PathLike, seconds: float = 60.0) -> dict:
             "the 20-minute model of `configs/depth/omni_tiny_cpu.yaml` and its benchmark are in the README. "
             "RMSE per pattern on the held-out frames (`rmse_m/<pattern>/<method>`), and the real KITTI frame "
             "completed from its LiDAR by the model and by IP-Basic.")
-    return {"text": text, "metrics": metrics, "images": images}
+    return StageResult(title="depth", text=text, metrics=metrics, images=images)

@@ -13,16 +13,17 @@ OMNI-DC's recipe at a CPU-trainable size:
 3. **Encoder-decoder** (a small U-Net with strided convolutions to 1/16) with heads at 1/4, 1/2 and full resolution:
    log-depth gradients (x and y forward differences) and their confidences; at full resolution also a per-pixel
    Laplace scale (uncertainty of the log-depth) and a weight per sparse observation (so outliers can be discounted).
-4. **Integration** (:class:`pipelines.depth.integration.MultiResIntegration`): the log-depth that best agrees, in
-   weighted least squares, with the gradients at all three resolutions and with the sparse observations, solved by
-   conjugate gradients and differentiated implicitly. The nearest fill of step 2 (or, with ``linear_prior``, the
+4. **Integration** (:class:`pipelines.depth.integration.MultiResIntegration`, the op layer's
+   :func:`ops.integrate_gradients`): the log-depth that best agrees, in weighted least squares, with the gradients at
+   all three resolutions and with the sparse observations, solved by conjugate gradients and differentiated
+   implicitly. The nearest fill of step 2 (or, with ``linear_prior``, the
    linear interpolation of the sparse depth) is, with a small weight ``lam``, its prior where the gradients'
    confidences are low. CG starts from the linear interpolation whenever the model computes one (step 5), else from
    the prior: the solution lies closer to it (20 instead of 27 iterations on the KITTI frame at inference). With
    ``prior_mix`` the prior is chosen per pixel between the two: a small head predicts ``beta`` in (0, 1) and the
    prior is ``fill + beta (linear - fill)``, trained like the blend head (step 5) towards the weight that would have
    hit the ground truth.
-5. **Blend with linear interpolation** (``linear_blend``, on by default): a small head looks at the decoder's
+5. **Blend with linear interpolation** (``blend.enabled``, on by default): a small head looks at the decoder's
    features, the integrated log-depth, the linear interpolation of the sparse depth (Delaunay,
    :func:`pipelines.depth.baselines.complete_linear`) and the integration's own uncertainty ``log b``, and predicts a
    per-pixel weight ``alpha`` in (0, 1); the output is ``alpha x integrated + (1 - alpha) x linear`` in log-depth.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -195,8 +197,8 @@ def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 class ContextBlendHead(nn.Module):
-    """The blend head of ``blend_version`` 3: per-pixel logit of the weight ``alpha`` from the blend's input maps,
-    seen locally and in a wide context.
+    """The blend head of version 3 (:class:`BlendSettings`): per-pixel logit of the weight ``alpha`` from the blend's
+    input maps, seen locally and in a wide context.
 
     A local branch (a 3 x 3 convolution at full resolution) and a context branch (the inputs averaged over ``pool``
     x ``pool`` cells, then three 3 x 3 convolutions dilated 1, 2 and 4: a receptive field of 15 cells, 120 pixels at
@@ -261,29 +263,14 @@ class SparseBranch(nn.Module):
         return x.dense()
 
 
-class DepthCompletionNet(nn.Module):
-    """Image + sparse depth -> dense depth with uncertainty, through multi-resolution gradient integration.
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The network's size and inputs.
 
-    Args:
+    Attributes:
         base_channels: channels at full resolution (doubling per level to 8x at 1/8 and 1/16).
         sparse_channels: channels of the sparse branch.
-        lam: Tikhonov weight of the integration towards the fill (keeps the system well posed).
-        iters: conjugate-gradient iterations (each of the forward and the implicit backward solve).
-        tol: CG relative-residual tolerance (training: the forward and the implicit backward solve).
-        eval_tol: CG tolerance in eval mode (validation, prediction, ``geo3d complete``); None: ``tol``.
-            :class:`~pipelines.depth.module.DepthCompletion` uses 1e-3: against ``tol`` 1e-4 the KITTI frame's solve
-            then takes 20 instead of 40 iterations (0.2 s less at 352 x 1216) and the benchmark's RMSEs move by
-            less than 1.5 mm (pipelines/depth/README.md).
-        backward_tol: CG tolerance of the implicit backward solve in training; None: ``tol``.
         obs_weight: scale of the learned sparse-observation weights (relative to gradient confidences ~1).
-        linear_blend: blend the integrated log-depth with linear interpolation by a learned per-pixel weight (step 5
-            of the module docstring); False: the output is the integration's.
-        blend_version: the blend head's design. 2: its inputs include the image's sparse density (``(log10(share of
-            valid sparse pixels) + 2) / 2``, one value per image: scan lines and sparse random points want different
-            weights) and its hidden layer is a leaky ReLU (plain ReLUs died at a higher learning rate); 1: without
-            the density, ReLU (checkpoints of 2026-12-01). 3: version 2's inputs into :class:`ContextBlendHead`, which
-            also sees a 120-pixel context; meant to be refitted on the trained network's outputs at the end of
-            training (:class:`pipelines.depth.calibration.BlendHeadCalibration`).
         linear_prior: the log of the linear interpolation of the sparse depth is the integration's prior and
             starting point (step 4 of the module docstring) instead of the nearest fill. Off by default: a
             400-step run with it won the sparsest random and keypoint inputs and lost the KITTI frame and the
@@ -292,9 +279,6 @@ class DepthCompletionNet(nn.Module):
         linear_input: the log of the linear interpolation is also an encoder input (step 2). Off by default: in a
             400-step run with it, the network copied linear interpolation's gradients everywhere and lost the
             LiDAR patterns' advantage.
-        channels_last: run the 2D convolutions on channels-last (NHWC) tensors and weights: the same numbers to
-            float rounding, 10-20 % faster at inference on this CPU (oneDNN's native layout); the integration
-            works on contiguous single-channel maps either way.
         prior_mix: the integration's prior and start are a per-pixel mix of the nearest fill and the linear
             interpolation, ``fill + beta (linear - fill)``, with ``beta`` in (0, 1) from a small head on detached
             inputs (decoder features, both priors, their difference, the support, the mask, the sparse density).
@@ -302,21 +286,102 @@ class DepthCompletionNet(nn.Module):
             random points and keypoints, linear interpolation where a LiDAR sees past near edges); off by default: in
             a 693-step run the head learned no pattern-wise choice (mean ``beta`` 0.55-0.57 on every pattern) and the
             model lost the same three sparsest inputs as without it (pipelines/depth/README.md).
+        channels_last: run the 2D convolutions on channels-last (NHWC) tensors and weights: the same numbers to
+            float rounding, 10-20 % faster at inference on this CPU (oneDNN's native layout); the integration
+            works on contiguous single-channel maps either way.
     """
 
-    def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
-                 tol: float = 1e-4, obs_weight: float = 10.0, linear_blend: bool = True, blend_version: int = 2,
-                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False,
-                 eval_tol: float | None = None, channels_last: bool = True, backward_tol: float | None = None):
+    base_channels: int = 16
+    sparse_channels: int = 16
+    obs_weight: float = 10.0
+    linear_prior: bool = False
+    linear_input: bool = False
+    prior_mix: bool = False
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class IntegrationSettings:
+    """The integration layer's solver (:class:`~pipelines.depth.integration.MultiResIntegration`).
+
+    Attributes:
+        lam: Tikhonov weight of the integration towards its prior, the fill (keeps the system well posed).
+        iters: conjugate-gradient iterations (each of the forward and the implicit backward solve).
+        tol: CG relative-residual tolerance (training: the forward and the implicit backward solve).
+        eval_tol: CG tolerance in eval mode (validation, prediction, ``geo3d complete``); None: ``tol``. 1e-3:
+            against ``tol`` 1e-4 the KITTI frame's solve then takes 20 instead of 40 iterations (0.2 s less at
+            352 x 1216) and the benchmark's RMSEs move by less than 1.5 mm (pipelines/depth/README.md).
+        backward_tol: CG tolerance of the implicit backward solve in training; None: ``tol``.
+    """
+
+    lam: float = 1e-2
+    iters: int = 100
+    tol: float = 1e-4
+    eval_tol: float | None = 1e-3
+    backward_tol: float | None = None
+
+
+@dataclass(frozen=True)
+class BlendSettings:
+    """The blend of the integrated log-depth with linear interpolation (step 5 of the module docstring).
+
+    Attributes:
+        enabled: blend the integrated log-depth with linear interpolation by a learned per-pixel weight; False:
+            the output is the integration's.
+        version: the blend head's design. 2: its inputs include the image's sparse density (``(log10(share of
+            valid sparse pixels) + 2) / 2``, one value per image: scan lines and sparse random points want different
+            weights) and its hidden layer is a leaky ReLU (plain ReLUs died at a higher learning rate); 1: without
+            the density, ReLU (checkpoints of 2026-12-01). 3: version 2's inputs into :class:`ContextBlendHead`, which
+            also sees a 120-pixel context; meant to be refitted on the trained network's outputs at the end of
+            training (:class:`pipelines.depth.calibration.BlendHeadCalibration`).
+
+    Raises:
+        ValueError: a version other than 1, 2 or 3.
+    """
+
+    enabled: bool = True
+    version: int = 2
+
+    def __post_init__(self) -> None:
+        if self.version not in (1, 2, 3):
+            raise ValueError(f"blend version: expected 1, 2 or 3, got {self.version!r}")
+
+
+# Checkpoints hold these in their hyper-parameters; torch.load(weights_only=True) rebuilds allow-listed classes only.
+torch.serialization.add_safe_globals([NetworkSettings, IntegrationSettings, BlendSettings])
+
+
+class DepthCompletionNet(nn.Module):
+    """Image + sparse depth -> dense depth with uncertainty, through multi-resolution gradient integration.
+
+    Args:
+        network: its size and inputs (:class:`NetworkSettings`).
+        integration: the integration layer's solver (:class:`IntegrationSettings`).
+        blend: the blend with linear interpolation (:class:`BlendSettings`).
+
+    Example:
+        >>> net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4)).eval()
+        >>> sparse = torch.zeros(1, 1, 32, 48)
+        >>> sparse[0, 0, ::4, ::6] = 5.0
+        >>> with torch.no_grad():
+        ...     out = net(torch.rand(1, 3, 32, 48), sparse)
+        >>> out["depth"].shape, round(float(out["depth"].mean()), 3)  # an untrained net: the samples' constant 5 m
+        (torch.Size([1, 1, 32, 48]), 5.0)
+    """
+
+    def __init__(self, network: NetworkSettings | None = None, integration: IntegrationSettings | None = None,
+                 blend: BlendSettings | None = None):
         super().__init__()
-        c = base_channels
-        self.channels_last = channels_last
-        self.obs_weight = obs_weight
-        self.sparse = SparseBranch(sparse_channels)
-        self.linear_prior = linear_prior
-        self.linear_input = linear_input
+        network, integration = network or NetworkSettings(), integration or IntegrationSettings()
+        blend = blend or BlendSettings()
+        c = network.base_channels
+        self.channels_last = network.channels_last
+        self.obs_weight = network.obs_weight
+        self.sparse = SparseBranch(network.sparse_channels)
+        self.linear_prior = network.linear_prior
+        self.linear_input = network.linear_input
         # image, sparse features, [mask, nearest fill, distance to the sample(, linear interpolation)]
-        in_ch = 3 + sparse_channels + 3 + int(linear_input)
+        in_ch = 3 + network.sparse_channels + 3 + int(network.linear_input)
         self.enc0 = _block(in_ch, c)
         self.enc1 = _block(c, 2 * c, 2)
         self.enc2 = _block(2 * c, 4 * c, 2)
@@ -333,28 +398,26 @@ class DepthCompletionNet(nn.Module):
         for head in (self.head2, self.head1, self.head0):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        self.integration = MultiResIntegration(lam=lam, iters=iters, tol=tol, eval_tol=eval_tol,
-                                               backward_tol=backward_tol)
-        if blend_version not in (1, 2, 3):
-            raise ValueError(f"blend_version: expected 1, 2 or 3, got {blend_version!r}")
-        self.blend_version = blend_version
+        self.integration = MultiResIntegration(lam=integration.lam, iters=integration.iters, tol=integration.tol,
+                                               eval_tol=integration.eval_tol, backward_tol=integration.backward_tol)
+        self.blend_version = blend.version
         self.blend = None
-        if linear_blend:  # [decoder features, integrated, linear, difference, log b, support, mask(, density)] -> logit
-            extra = 6 if blend_version == 1 else 7
-            if blend_version == 3:
+        if blend.enabled:  # [decoder features, integrated, linear, difference, log b, support, mask(, density)]
+            extra = 6 if blend.version == 1 else 7
+            if blend.version == 3:
                 self.blend = ContextBlendHead(c + extra, c)
             else:
-                hidden = nn.ReLU(inplace=True) if blend_version == 1 else nn.LeakyReLU(0.1, inplace=True)
+                hidden = nn.ReLU(inplace=True) if blend.version == 1 else nn.LeakyReLU(0.1, inplace=True)
                 self.blend = nn.Sequential(nn.Conv2d(c + extra, c, 3, 1, 1), hidden, nn.Conv2d(c, 1, 3, 1, 1))
                 nn.init.zeros_(self.blend[2].weight)  # alpha = 0.5 at the start
                 nn.init.zeros_(self.blend[2].bias)
         self.prior_head = None
-        if prior_mix:  # [decoder features, fill, linear, difference, support, mask, density] -> logit of beta
+        if network.prior_mix:  # [decoder features, fill, linear, difference, support, mask, density] -> logit of beta
             self.prior_head = nn.Sequential(nn.Conv2d(c + 6, c, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
                                             nn.Conv2d(c, 1, 3, 1, 1))
             nn.init.zeros_(self.prior_head[2].weight)  # beta = 0.5 at the start
             nn.init.zeros_(self.prior_head[2].bias)
-        if channels_last:  # weights stored channels-last too (loading a state dict keeps the layout)
+        if network.channels_last:  # weights stored channels-last too (loading a state dict keeps the layout)
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
@@ -400,10 +463,11 @@ class DepthCompletionNet(nn.Module):
             ``confidences``: lists of (B, 2, H_s, W_s) for s = full, 1/2, 1/4 (log-depth forward differences of the
             padded image, see :func:`pad_inputs`); ``obs_weight`` (B, 1, H, W); ``fill`` (B, 1, H, W) the
             nearest-sample fill of the sparse log-depth; ``log_depth_integrated`` (B, 1, H, W) the integration's
-            log-depth; with ``linear_blend`` also ``linear`` (B, 1, H, W) the log of the linear interpolation and
-            ``blend_weight`` (B, 1, H, W) ``alpha`` (``log_depth = alpha integrated + (1 - alpha) linear``) and
-            ``blend_logit`` (B, 1, H, W) its logit; with ``prior_mix`` also ``prior`` (B, 1, H, W) the integration's
-            prior (normalised log-depth), ``prior_weight`` (B, 1, H, W) ``beta`` and ``prior_logit`` its logit.
+            log-depth; with the blend (``blend.enabled``) also ``linear`` (B, 1, H, W) the log of the linear
+            interpolation, ``blend_weight`` (B, 1, H, W) ``alpha`` (``log_depth = alpha integrated + (1 - alpha)
+            linear``) and ``blend_logit`` (B, 1, H, W) its logit; with ``prior_mix`` also ``prior`` (B, 1, H, W) the
+            integration's prior (normalised log-depth), ``prior_weight`` (B, 1, H, W) ``beta`` and ``prior_logit`` its
+            logit.
         """
         if image.dim() != 4 or image.shape[1] != 3 or sparse.dim() != 4 or sparse.shape[1] != 1 \
                 or image.shape[-2:] != sparse.shape[-2:] or image.shape[0] != sparse.shape[0]:

@@ -6,7 +6,7 @@ predicted scale ``b`` (``|r| / b + log b``) + ``grad_weight`` x gradient matchin
 the residual at full, 1/2 and 1/4 resolution, mask-aware pooling) + ``head_weight`` x L1 between each resolution's
 predicted gradients and the ground truth's (direct supervision of the heads, which speeds up early training).
 
-With the linear blend (:class:`~pipelines.depth.model.DepthCompletionNet`'s ``linear_blend``) these terms apply to the
+With the linear blend (:class:`~pipelines.depth.model.BlendSettings`' ``enabled``) these terms apply to the
 integrated log-depth ``i``, and ``blend_loss_weight`` x a binary cross-entropy trains the blend head: its target per
 pixel is the weight that would have hit the ground truth ``g`` between ``i`` and the linear fill ``l``, ``clamp((g - l)
 / (i - l), 0, 1)``, weighted by ``(i - l)^2`` and by the squared depth (``exp(2 g)``, ``blend_metric_weight``): the
@@ -22,6 +22,7 @@ interpolation everywhere (weights 0.01-0.09) and never recovered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -29,11 +30,12 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from geo3d.io.checkpoint import regroup_hparams
 from geo3d.io.depth_png import write_depth_png
 from geo3d.metrics.depth import depth_metrics
 from geo3d.schedule import budget_one_cycle, trainer_progress
 from geo3d.types import DepthMap
-from pipelines.depth.model import DepthCompletionNet
+from pipelines.depth.model import BlendSettings, DepthCompletionNet, IntegrationSettings, NetworkSettings
 
 METRIC_KEYS = ("rmse_mm", "mae_mm", "irmse_1km", "imae_1km", "rel", "delta1")
 
@@ -140,43 +142,117 @@ def choice_loss(logit: torch.Tensor, take: torch.Tensor, other: torch.Tensor, gt
     return (bce * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-class DepthCompletion(pl.LightningModule):
-    """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
+@dataclass(frozen=True)
+class LossWeights:
+    """The training loss's terms (see the module docstring).
 
-    Args:
-        base_channels, sparse_channels, lam, iters, tol, eval_tol, backward_tol, obs_weight, linear_blend,
-            blend_version, linear_prior, linear_input, prior_mix, channels_last: see :class:`DepthCompletionNet`.
-        lr: AdamW learning rate (one-cycle over ``trainer.max_steps``).
-        weight_decay: AdamW weight decay.
+    Attributes:
         nll_weight: weight of the Laplace NLL term.
         grad_weight: weight of the multi-scale gradient-matching term.
         head_weight: weight of the direct supervision of the predicted gradients.
-        blend_loss_weight: weight of the blend head's cross-entropy (with ``linear_blend``); also of the prior
-            head's (with ``prior_mix``).
+        blend_loss_weight: weight of the blend head's cross-entropy (with the blend); also of the prior head's
+            (with ``network.prior_mix``).
         blend_metric_weight: weight the blend head's loss by the squared depth (:func:`blend_loss`'s ``metric``).
+    """
+
+    nll_weight: float = 0.1
+    grad_weight: float = 0.5
+    head_weight: float = 0.1
+    blend_loss_weight: float = 1.0
+    blend_metric_weight: bool = True
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW with a one-cycle learning rate over ``trainer.max_steps`` or ``max_time``, whichever ends first.
+
+    Attributes:
+        lr: the peak learning rate.
+        weight_decay: AdamW weight decay.
         blend_lr_scale: the blend head's (and the prior head's) learning rate relative to ``lr`` (its inputs are
             detached, so it cannot upset the rest). At 10x (blend version 1), the head's ReLUs died within 250
             steps and its weight became one constant (0.52 on every pixel of every pattern); at 1x it moves slowly
             (0.40-0.66 per pattern after 550 steps); at 10x with version 2's leaky ReLU (669 steps) it trained but
             was no more pattern-specific than at the config's 3x, and the model no better.
+    """
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    blend_lr_scale: float = 1.0
+
+
+# Checkpoints hold these in their hyper-parameters; torch.load(weights_only=True) rebuilds allow-listed classes only.
+torch.serialization.add_safe_globals([LossWeights, OptimSettings])
+
+SETTINGS_GROUPS = {"network": NetworkSettings, "integration": IntegrationSettings, "blend": BlendSettings,
+                   "loss": LossWeights, "optim": OptimSettings}
+"""The constructor's settings groups, by argument name (for :meth:`DepthCompletion.upgrade_hparams`)."""
+
+RENAMED_HPARAMS = {"linear_blend": ("blend", "enabled"), "blend_version": ("blend", "version")}
+"""Flat hyper-parameters of checkpoints written before the groups whose field has another name now."""
+
+
+class DepthCompletion(pl.LightningModule):
+    """OMNI-DC-style depth completion (:class:`~pipelines.depth.model.DepthCompletionNet`) with its training loop.
+
+    Args:
+        network: the network's size and inputs.
+        integration: the integration layer's solver.
+        blend: the blend with linear interpolation.
+        loss: the loss's weights.
+        optim: the optimiser and the blend head's learning-rate scale.
         max_depth: evaluation cap, metres (None: no cap).
 
     ``geo3d predict`` writes its outputs through :class:`DepthPredictionWriter` (a trainer callback).
+
+    Example:
+        >>> model = DepthCompletion(NetworkSettings(base_channels=4, sparse_channels=4), blend=BlendSettings(version=3))
+        >>> model.hparams["blend"], model.hparams["optim"].lr
+        (BlendSettings(enabled=True, version=3), 0.002)
     """
 
-    def __init__(self, base_channels: int = 16, sparse_channels: int = 16, lam: float = 1e-2, iters: int = 100,
-                 tol: float = 1e-4, obs_weight: float = 10.0, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 nll_weight: float = 0.1, grad_weight: float = 0.5, head_weight: float = 0.1,
-                 max_depth: float | None = 80.0, linear_blend: bool = True, blend_loss_weight: float = 1.0,
-                 blend_lr_scale: float = 1.0, blend_version: int = 2, blend_metric_weight: bool = True,
-                 linear_prior: bool = False, linear_input: bool = False, prior_mix: bool = False,
-                 eval_tol: float | None = 1e-3, channels_last: bool = True, backward_tol: float | None = None):
+    def __init__(self, network: NetworkSettings | None = None, integration: IntegrationSettings | None = None,
+                 blend: BlendSettings | None = None, loss: LossWeights | None = None,
+                 optim: OptimSettings | None = None, max_depth: float | None = 80.0):
         super().__init__()
+        network, integration = network or NetworkSettings(), integration or IntegrationSettings()
+        blend, loss, optim = blend or BlendSettings(), loss or LossWeights(), optim or OptimSettings()
+        # the groups as built here (under the Lightning CLI: its config, with the class path, so that a --ckpt_path
+        # can be parsed back into the config)
         self.save_hyperparameters()
-        self.net = DepthCompletionNet(base_channels, sparse_channels, lam=lam, iters=iters, tol=tol,
-                                      obs_weight=obs_weight, linear_blend=linear_blend, blend_version=blend_version,
-                                      linear_prior=linear_prior, linear_input=linear_input, prior_mix=prior_mix,
-                                      eval_tol=eval_tol, channels_last=channels_last, backward_tol=backward_tol)
+        self.loss_weights, self.optim, self.max_depth = loss, optim, max_depth
+        self.net = DepthCompletionNet(network, integration, blend)
+
+    @staticmethod
+    def upgrade_hparams(hparams: dict) -> dict:
+        """The hyper-parameters of a checkpoint written before the settings groups (23 flat arguments), grouped.
+
+        The migrations of older flat checkpoints stay as they were: without ``linear_blend`` (before the blend) the
+        blend is off; with ``linear_blend`` but no ``blend_version`` (its first design, 2026-12-01) the version is
+        1; ``linear_prior`` without ``linear_input`` (the linear prior's first design) fed linear interpolation to
+        the encoder too. A checkpoint with the groups is returned as it is.
+
+        Args:
+            hparams: the checkpoint's ``hyper_parameters``.
+
+        Returns:
+            A new dict with the groups (:data:`SETTINGS_GROUPS`).
+
+        Example:
+            >>> up = DepthCompletion.upgrade_hparams({"base_channels": 8, "lr": 0.003, "linear_blend": True})
+            >>> up["network"].base_channels, up["optim"].lr, up["blend"]
+            (8, 0.003, BlendSettings(enabled=True, version=1))
+        """
+        if any(group in hparams for group in SETTINGS_GROUPS):
+            return dict(hparams)
+        legacy = {} if "linear_blend" in hparams else {"linear_blend": False}
+        if "linear_blend" in hparams and "blend_version" not in hparams:
+            legacy["blend_version"] = 1
+        if "linear_prior" not in hparams:
+            legacy["linear_prior"] = False
+        elif "linear_input" not in hparams:
+            legacy["linear_input"] = True
+        return regroup_hparams({**hparams, **legacy}, SETTINGS_GROUPS, RENAMED_HPARAMS)
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> dict:
         """See :meth:`DepthCompletionNet.forward`: image (B, 3, H, W) in [0, 1], sparse (B, 1, H, W) metres."""
@@ -210,7 +286,7 @@ class DepthCompletion(pl.LightningModule):
             predicted = predicted[..., : target.shape[-2], : target.shape[-1]]
             head = head + _masked_mean((predicted - target).abs(), tm)
         n = len(out["gradients"])
-        hp = self.hparams
+        hp = self.loss_weights
         loss = l1 + hp.nll_weight * nll + hp.grad_weight * grad_match / n + hp.head_weight * head / n
         parts = {"l1_log": l1, "laplace_nll": nll, "grad_match": grad_match / n, "head_grad": head / n}
         if blended:
@@ -235,7 +311,7 @@ class DepthCompletion(pl.LightningModule):
         out = self(batch["image"], batch["sparse"])
         loss, _ = self.loss(out, batch["gt"])
         self.log("val/loss", loss, batch_size=1)
-        metrics = depth_metrics(out["depth"][:, 0], batch["gt"][:, 0], max_depth=self.hparams.max_depth)
+        metrics = depth_metrics(out["depth"][:, 0], batch["gt"][:, 0], max_depth=self.max_depth)
         pattern = batch["pattern"][0]
         for key in METRIC_KEYS:
             self.log(f"val/{key}", metrics[key], batch_size=1)
@@ -256,7 +332,7 @@ class DepthCompletion(pl.LightningModule):
                 "pattern": batch["pattern"]}
 
     def configure_optimizers(self):
-        hp = self.hparams
+        hp = self.optim
         heads = ("blend.", "prior_head.")  # the heads on detached inputs
         groups = [{"params": [p for name, p in self.net.named_parameters() if not name.startswith(heads)],
                    "lr": hp.lr}]

@@ -8,7 +8,7 @@ import torch
 
 from pipelines.depth.calibration import BlendHeadCalibration, cache_blend_inputs, fit_blend_head
 from pipelines.depth.data import DepthDataModule, DepthFrames
-from pipelines.depth.model import ContextBlendHead, DepthCompletionNet
+from pipelines.depth.model import BlendSettings, ContextBlendHead, DepthCompletionNet, NetworkSettings
 from pipelines.depth.module import DepthCompletion
 
 
@@ -49,7 +49,7 @@ def test_fit_blend_head_learns_which_candidate_is_right():
 
 def test_the_cache_holds_what_the_forward_pass_computes(frames):
     torch.manual_seed(0)
-    net = DepthCompletionNet(base_channels=4, sparse_channels=4, blend_version=3)
+    net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4), blend=BlendSettings(version=3))
     torch.nn.init.normal_(net.blend.out.weight, std=0.1)
     data = DepthFrames(frames / "train", ["random:0.01", "lidar:16"], train=True)
     cache = cache_blend_inputs(net.train(), data, count=3, seed=1, max_depth=20.0, progress=False)
@@ -80,7 +80,7 @@ def test_the_callback_refits_only_the_head_and_rewrites_the_checkpoints(frames, 
 
     spy = Spy()
     pl.seed_everything(0)
-    module = DepthCompletion(base_channels=4, sparse_channels=4, blend_version=3)
+    module = DepthCompletion(NetworkSettings(base_channels=4, sparse_channels=4), blend=BlendSettings(version=3))
     data = DepthDataModule(frames / "train", frames / "val", train_patterns=["random:0.01"],
                            val_patterns=["random:0.01"], crop=(64, 128), batch_size=2)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)

@@ -13,8 +13,24 @@ from geo3d.errors import InputError
 from geo3d.io.depth_png import read_depth_png, write_depth_png
 from geo3d.types import DepthMap
 from pipelines.depth.data import DepthFrames, read_sparse
-from pipelines.depth.model import DepthCompletionNet, cat_channels, median_scale, nearest_fill
-from pipelines.depth.module import DepthCompletion, forward_differences, masked_pool
+from pipelines.depth.model import (
+    BlendSettings,
+    DepthCompletionNet,
+    IntegrationSettings,
+    NetworkSettings,
+    cat_channels,
+    median_scale,
+    nearest_fill,
+)
+from pipelines.depth.module import DepthCompletion, LossWeights, forward_differences, masked_pool
+
+SMALL = NetworkSettings(base_channels=4, sparse_channels=4)
+NO_BLEND = BlendSettings(enabled=False)
+
+
+def _solver(**kwargs) -> IntegrationSettings:
+    """Integration settings that solve to ``tol`` in eval mode too (``eval_tol`` None unless given)."""
+    return IntegrationSettings(**{"eval_tol": None, **kwargs})
 
 
 @pytest.mark.parametrize("density", [0.3, 0.01, 0.0005])
@@ -41,7 +57,7 @@ def test_nearest_fill_against_the_exact_distance_transform(density):
 
 def test_median_scale_and_the_network_is_scale_equivariant():
     torch.manual_seed(0)
-    net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=200, tol=1e-8).eval()
+    net = DepthCompletionNet(SMALL, _solver(iters=200, tol=1e-8)).eval()
     with torch.no_grad():  # non-trivial heads
         for head in (net.head0, net.head1, net.head2):
             head.weight.normal_(0, 0.1)
@@ -64,7 +80,8 @@ def test_an_untrained_network_follows_the_observations_and_pads_odd_sizes():
     results = {}
     for weight in (10.0, 1e4):
         torch.manual_seed(0)
-        net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=500, tol=1e-9, obs_weight=weight).eval()
+        net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4, obs_weight=weight),
+                                 _solver(iters=500, tol=1e-9)).eval()
         with torch.no_grad():
             results[weight] = net(image, sparse)
     out = results[10.0]
@@ -85,8 +102,8 @@ def test_the_linear_blend_spans_linear_interpolation_and_the_integration():
     g = torch.Generator().manual_seed(3)
     sparse[0, 0, ::4, ::6] = torch.rand(10, 9, generator=g) * 20 + 2
     torch.manual_seed(0)
-    blended = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=300, tol=1e-9).eval()
-    plain = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=300, tol=1e-9, linear_blend=False).eval()
+    blended = DepthCompletionNet(SMALL, _solver(iters=300, tol=1e-9)).eval()
+    plain = DepthCompletionNet(SMALL, _solver(iters=300, tol=1e-9), NO_BLEND).eval()
     plain.load_state_dict({k: v for k, v in blended.state_dict().items() if not k.startswith("blend.")})
     linear = complete_baseline("linear", sparse[0, 0])
     with torch.no_grad():
@@ -112,8 +129,8 @@ def test_the_integration_falls_back_to_linear_interpolation_with_the_linear_prio
     results = {}
     for prior in (True, False):
         torch.manual_seed(0)
-        net = DepthCompletionNet(base_channels=4, sparse_channels=4, lam=1e6, iters=300, tol=1e-10,
-                                 linear_blend=False, linear_prior=prior).eval()
+        net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4, linear_prior=prior),
+                                 _solver(lam=1e6, iters=300, tol=1e-10), NO_BLEND).eval()
         assert not net.linear_input
         with torch.no_grad():
             results[prior] = net(image, sparse)["depth"][0, 0]
@@ -121,10 +138,11 @@ def test_the_integration_falls_back_to_linear_interpolation_with_the_linear_prio
     assert (results[False] - linear).abs().max() > 1.0  # the nearest fill is piecewise constant
 
 
-def _net_with_running_statistics(**kwargs) -> DepthCompletionNet:
+def _net_with_running_statistics(channels_last: bool = True, eval_tol: float | None = None) -> DepthCompletionNet:
     """A small eval-mode network whose heads and batch norms are not at their initial values."""
     torch.manual_seed(0)
-    net = DepthCompletionNet(base_channels=4, sparse_channels=4, iters=400, tol=1e-10, **kwargs)
+    net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4, channels_last=channels_last),
+                             _solver(iters=400, tol=1e-10, eval_tol=eval_tol))
     with torch.no_grad():
         for head in (net.head0, net.head1, net.head2):
             head.weight.normal_(0, 0.1)
@@ -194,7 +212,7 @@ def test_eval_mode_solves_to_eval_tol_and_training_to_tol():
     assert loose["converged"].all() and 1e-3 < loose["relative_residual"].max() < 1e-2
     assert tight["relative_residual"].max() < 1e-10
     assert tight["total_iterations"] > 2 * loose["total_iterations"]
-    assert DepthCompletion(base_channels=4, sparse_channels=4).net.integration.eval_tol == 1e-3
+    assert DepthCompletion(SMALL).net.integration.eval_tol == 1e-3
 
 
 def _linear_in_a_forked_child(sparse: torch.Tensor) -> torch.Tensor:
@@ -231,8 +249,8 @@ def test_the_prior_mix_is_the_head_weighted_mix_of_the_nearest_fill_and_linear_i
     sparse[0, 0, ::4, ::6] = torch.rand(10, 9, generator=g) * 20 + 2
     linear = torch.log(complete_baseline("linear", sparse[0, 0]).double())
     torch.manual_seed(0)
-    net = DepthCompletionNet(base_channels=4, sparse_channels=4, lam=1e6, iters=300, tol=1e-10, linear_blend=False,
-                             prior_mix=True).eval()
+    net = DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4, prior_mix=True),
+                             _solver(lam=1e6, iters=300, tol=1e-10), NO_BLEND).eval()
     with torch.no_grad():
         net.prior_head[2].bias.fill_(bias)
         out = net(image, sparse)
@@ -249,7 +267,7 @@ def test_the_prior_mix_is_the_head_weighted_mix_of_the_nearest_fill_and_linear_i
 def test_the_blend_head_sees_the_sparse_density(every, expected):
     """Version 2's last input channel is (log10(share of valid sparse pixels) + 2) / 2, constant over the image
     (padding excluded: 40 x 50 pads to 48 x 64)."""
-    net = DepthCompletionNet(base_channels=4, sparse_channels=4).eval()
+    net = DepthCompletionNet(SMALL).eval()
     seen = {}
     net.blend[0].register_forward_hook(lambda module, inputs, output: seen.update(x=inputs[0]))
     sparse = torch.zeros(1, 1, 40, 50)
@@ -296,7 +314,7 @@ def test_loss_parts_against_hand_computation():
     log_depth = torch.zeros(1, 1, 16, 16)  # predicts 2 m everywhere
     out = {"log_depth": log_depth, "scale": scale, "laplace_b": torch.ones(1, 1, 16, 16),
            "gradients": [torch.zeros(1, 2, 16 // 2**s, 16 // 2**s) for s in range(3)]}
-    module = DepthCompletion(nll_weight=0.0, grad_weight=0.0, head_weight=0.0)
+    module = DepthCompletion(loss=LossWeights(nll_weight=0.0, grad_weight=0.0, head_weight=0.0))
     loss, parts = module.loss(out, gt)
     valid = gt > 0
     expected = (torch.log(torch.tensor(2.0)) * (gt[valid] == 4.0).float()).mean()
@@ -348,7 +366,7 @@ def test_gradients_through_the_integration_fit_a_batch(frames):
     items = [data[i] for i in range(4)]
     image, sparse, gt = (torch.stack([item[k] for item in items]) for k in ("image", "sparse", "gt"))
     torch.manual_seed(0)
-    model = DepthCompletion(base_channels=8, sparse_channels=8)
+    model = DepthCompletion(NetworkSettings(base_channels=8, sparse_channels=8))
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     errors = []
     for _ in range(30):
@@ -386,13 +404,15 @@ def test_geo3d_complete_baselines_and_errors(tmp_path, capsys):
 
 
 def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, tmp_path, capsys):
+    from pipelines.depth.predict import load_model
+
     out = tmp_path / "run"
     data = ["--data.train_dir", str(frames / "train"), "--data.val_dir", str(frames / "val"), "--data.crop",
             "[64, 192]", "--data.batch_size", "2", "--data.num_workers", "0", "--data.val_frames", "1",
             "--data.val_patterns", "[random:0.01, lidar:16]"]
-    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--model.base_channels", "4",
-                 "--model.sparse_channels", "4", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-                 "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--model.network.base_channels", "4",
+                 "--model.network.sparse_channels", "4", "--trainer.max_steps", "2", "--trainer.val_check_interval",
+                 "2", "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
                  "--trainer.callbacks.init_args.steps", "5"])  # the config's last callback: the blend head's refit
     assert code == 0
     err = capsys.readouterr().err
@@ -400,7 +420,8 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
     ckpt = next(out.rglob("last.ckpt"))
     predict = tmp_path / "predict"
     assert main(["predict", "--config", "configs/depth/omni_tiny_cpu.yaml", *data, "--ckpt_path", str(ckpt),
-                 "--model.base_channels", "4", "--model.sparse_channels", "4", "--trainer.logger", "false",
+                 "--model.network.base_channels", "4", "--model.network.sparse_channels", "4", "--trainer.logger",
+                 "false",
                  "--trainer.callbacks", '[{"class_path": "pipelines.depth.module.DepthPredictionWriter", '
                  f'"init_args": {{"output_dir": "{predict}"}}}}]']) == 0
     written = sorted(p.name for p in predict.glob("*.png"))
@@ -415,46 +436,98 @@ def test_config_trains_through_the_cli_and_complete_uses_the_checkpoint(frames, 
     assert read_depth_png(dense, scale=256.0).valid.all()
     assert "with model" in capsys.readouterr().out
 
-    # a checkpoint from before the linear blend (no `linear_blend` hyperparameter, no blend head) still loads
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    for key in ("linear_blend", "blend_loss_weight", "blend_lr_scale"):
-        state["hyper_parameters"].pop(key)
-    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("net.blend.")}
-    old = tmp_path / "before_blend.ckpt"
-    torch.save(state, old)
-    from pipelines.depth.complete import load_model
+    # the checkpoint holds the settings groups (the CLI's config) and loads through load_module as it is
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["network"]["base_channels"] == 4 and hparams["blend"] == {"enabled": True, "version": 3}
+    assert hparams["integration"]["backward_tol"] == 0.01 and hparams["optim"]["blend_lr_scale"] == 3.0
+    assert DepthCompletion.upgrade_hparams(hparams) == hparams
+    model = load_model(ckpt)
+    assert model.hparams["network"] == SMALL and model.net.blend_version == 3
 
-    assert load_model(old).net.blend is None and load_model(ckpt).net.blend is not None
-    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "old.png"), "--ckpt", str(old)]) == 0
 
-    # a checkpoint of the blend's first design (no `blend_version`: 6 input channels, ReLU) loads as version 1
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    state["hyper_parameters"].pop("blend_version")
-    first = DepthCompletionNet(base_channels=4, sparse_channels=4, blend_version=1)
-    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("net.blend.")}
-    state["state_dict"].update({f"net.blend.{k}": v for k, v in first.blend.state_dict().items()})
-    v1 = tmp_path / "blend_v1.ckpt"
-    torch.save(state, v1)
-    assert load_model(v1).net.blend_version == 1 and load_model(ckpt).net.blend_version == 3
-    assert isinstance(load_model(v1).net.blend[1], torch.nn.ReLU)
-    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "v1.png"), "--ckpt", str(v1)]) == 0
+# The hyper-parameters of a checkpoint that `geo3d fit --config configs/depth/omni_tiny_cpu.yaml` wrote before the
+# settings groups (the 23 flat arguments of commit b019f9c, as Lightning's CLI saved them).
+FLAT_HPARAMS = {
+    "_class_path": "pipelines.depth.module.DepthCompletion", "base_channels": 16, "sparse_channels": 16, "lam": 0.01,
+    "iters": 100, "tol": 0.0001, "obs_weight": 10.0, "lr": 0.002, "weight_decay": 0.0001, "nll_weight": 0.1,
+    "grad_weight": 0.5, "head_weight": 0.1, "max_depth": 80.0, "linear_blend": True, "blend_loss_weight": 1.0,
+    "blend_lr_scale": 3.0, "blend_version": 3, "blend_metric_weight": True, "linear_prior": False,
+    "linear_input": False, "prior_mix": False, "eval_tol": 0.001, "channels_last": True, "backward_tol": 0.01,
+    "_instantiator": "pytorch_lightning.cli.instantiate_module",
+}
 
-    # the linear prior's first design (`linear_prior` without `linear_input`) fed linear interpolation to the encoder
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    state["hyper_parameters"].pop("linear_input")
-    state["hyper_parameters"]["linear_prior"] = True
-    weight = state["state_dict"]["net.enc0.0.weight"]
-    state["state_dict"]["net.enc0.0.weight"] = torch.cat([weight, weight[:, :1]], 1)
-    first_prior = tmp_path / "first_prior.ckpt"
-    torch.save(state, first_prior)
+
+def test_flat_hyper_parameters_upgrade_to_the_groups():
+    """Every flat argument lands in its group with its value (two renamed: ``linear_blend``, ``blend_version``), and
+    the older checkpoints' migrations hold: no ``linear_blend`` -> no blend; ``linear_blend`` without
+    ``blend_version`` -> version 1; ``linear_prior`` without ``linear_input`` -> the encoder saw linear
+    interpolation too; neither -> the nearest fill."""
+    from pipelines.depth.module import OptimSettings
+
+    up = DepthCompletion.upgrade_hparams(FLAT_HPARAMS)
+    assert up == {"_class_path": "pipelines.depth.module.DepthCompletion",
+                  "_instantiator": "pytorch_lightning.cli.instantiate_module",
+                  "network": NetworkSettings(16, 16, 10.0, False, False, False, True),
+                  "integration": IntegrationSettings(0.01, 100, 0.0001, 0.001, 0.01),
+                  "blend": BlendSettings(enabled=True, version=3),
+                  "loss": LossWeights(0.1, 0.5, 0.1, 1.0, True), "optim": OptimSettings(0.002, 0.0001, 3.0),
+                  "max_depth": 80.0}
+    assert DepthCompletion.upgrade_hparams(up) == up  # a grouped checkpoint stays as it is
+
+    def upgraded(drop=(), **changes):
+        flat = {k: v for k, v in FLAT_HPARAMS.items() if k not in drop} | changes
+        return DepthCompletion.upgrade_hparams(flat)
+
+    before_blend = upgraded(("linear_blend", "blend_version", "blend_loss_weight", "blend_lr_scale",
+                             "blend_metric_weight", "linear_prior", "linear_input", "prior_mix", "eval_tol",
+                             "backward_tol", "channels_last"))
+    assert before_blend["blend"] == BlendSettings(enabled=False, version=2)
+    assert before_blend["integration"] == IntegrationSettings(0.01, 100, 0.0001)  # the defaults of the day
+    assert upgraded(("blend_version",))["blend"] == BlendSettings(enabled=True, version=1)
+    first_prior = upgraded(("linear_input",), linear_prior=True)["network"]
+    assert first_prior.linear_prior and first_prior.linear_input
+    before_prior = upgraded(("linear_prior", "linear_input"))["network"]
+    assert not before_prior.linear_prior and not before_prior.linear_input
+    with pytest.raises(ValueError, match="blend version"):
+        upgraded(blend_version=4)
+
+
+def _flat_checkpoint(path, net: DepthCompletionNet, drop=(), **changes):
+    """A checkpoint as the flat signature wrote it: ``net``'s weights under ``net.``, the flat hyper-parameters."""
+    hparams = {k: v for k, v in FLAT_HPARAMS.items() if k not in drop} | {"base_channels": 4, "sparse_channels": 4}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": hparams | changes, "pytorch-lightning_version": "2.6.6", "epoch": 0,
+                "global_step": 2}, path)
+    return path
+
+
+def test_checkpoints_of_the_flat_signature_load(tmp_path, capsys):
+    """``load_model`` (through ``geo3d.io.checkpoint.load_module``) builds the network each old checkpoint was
+    trained as (its weights load strictly), and ``geo3d complete`` runs on it."""
+    from pipelines.depth.predict import load_model
+
+    torch.manual_seed(0)
+    small = NetworkSettings(base_channels=4, sparse_channels=4)
+    current = _flat_checkpoint(tmp_path / "flat.ckpt", DepthCompletionNet(small, blend=BlendSettings(version=3)))
+    before_blend = _flat_checkpoint(tmp_path / "before_blend.ckpt", DepthCompletionNet(small, blend=NO_BLEND),
+                                    drop=("linear_blend", "blend_version", "blend_loss_weight", "blend_lr_scale"))
+    v1 = _flat_checkpoint(tmp_path / "blend_v1.ckpt", DepthCompletionNet(small, blend=BlendSettings(version=1)),
+                          drop=("blend_version",))
+    first_prior = _flat_checkpoint(
+        tmp_path / "first_prior.ckpt",
+        DepthCompletionNet(NetworkSettings(base_channels=4, sparse_channels=4, linear_prior=True, linear_input=True),
+                           blend=BlendSettings(version=3)), drop=("linear_input",), linear_prior=True)
+    model = load_model(current)
+    assert model.net.blend_version == 3 and model.hparams["optim"].blend_lr_scale == 3.0 and not model.training
+    assert load_model(before_blend).net.blend is None
+    assert load_model(v1).net.blend_version == 1 and isinstance(load_model(v1).net.blend[1], torch.nn.ReLU)
     assert load_model(first_prior).net.linear_input and load_model(first_prior).net.linear_prior
-    assert not load_model(ckpt).net.linear_input and not load_model(ckpt).net.linear_prior
-    assert main(["complete", str(rgb), str(gt), "--out", str(tmp_path / "fp.png"), "--ckpt", str(first_prior)]) == 0
-    # and checkpoints from before it (neither key) load with the nearest fill as the prior, no linear input
-    for key in ("linear_prior", "linear_input"):
-        state["hyper_parameters"].pop(key, None)
-    state["state_dict"]["net.enc0.0.weight"] = weight
-    before_prior = tmp_path / "before_prior.ckpt"
-    torch.save(state, before_prior)
-    net = load_model(before_prior).net
-    assert not net.linear_prior and not net.linear_input
+    rgb, sparse = tmp_path / "rgb.png", tmp_path / "sparse.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8)).save(rgb)
+    depth = torch.zeros(24, 40)
+    depth[::4, ::5] = 7.5
+    write_depth_png(sparse, DepthMap(depth), scale=256.0)
+    for ckpt in (current, before_blend, v1, first_prior):
+        assert main(["complete", str(rgb), str(sparse), "--out", str(tmp_path / f"{ckpt.stem}.png"), "--ckpt",
+                     str(ckpt)]) == 0
+    assert capsys.readouterr().out.count("with model") == 4
