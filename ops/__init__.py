@@ -40,6 +40,7 @@ _EXPORTS = {
     "ops.neighbors": ("knn", "radius_graph"),
     "ops.boxes": ("batched_nms_rotated", "boxes_iou_3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_rotated"),
     "ops.rasterize": ("rasterize_gaussians",),
+    "ops.densify": ("DefaultStrategy", "remove_gaussians"),
     "ops.gradient_integration": ("integrate_gradients",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
