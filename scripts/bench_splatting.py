@@ -7,7 +7,7 @@ Measures, on generated data (``geo3d synth nerf``, toy object, 128 x 128, 4 trai
    every group, DefaultStrategy bookkeeping) with about 20k Gaussians (a visual-hull init subsampled to
    ``--gaussians``), densification and floater pruning off so the count stays fixed; iterations per second
    over ``--steps`` steps after a warm-up;
-2. rendering: 100 turntable frames at 128 x 128 through ``pipelines.splatting.render.render_gaussians``.
+2. rendering: 100 turntable frames at 128 x 128 through ``pipelines.splatting.predict.render_gaussians``.
 
 Usage:
     python scripts/bench_splatting.py                  # CPU
@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to torch on this machine")
     from geo3d.synth.nerf import generate_nerf
+    from pipelines.splatting.cameras import turntable_cameras
     from pipelines.splatting.data import SplatDataModule
     from pipelines.splatting.module import Densification, FloaterPruning, GaussianSplatting, InitOptions
-    from pipelines.splatting.render import render_gaussians, turntable_cameras
+    from pipelines.splatting.predict import render_gaussians
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         model = GaussianSplatting(
             init=InitOptions(kind="visual_hull", resolution=64, refine_resolution=160, num_points=args.gaussians),
             densification=Densification(refine_start_iter=10**9), floaters=FloaterPruning(enabled=False),
-            export_dir=str(Path(tmp) / "model"))
+            export_dir=str(Path(tmp) / "model"), scene=dm.scene)
         times: list[float] = []
 
         class Clock(pl.Callback):

@@ -275,7 +275,7 @@ def _add_view(sub) -> None:
 # --- render ------------------------------------------------------------------------------------------
 
 def _cmd_render(args: argparse.Namespace) -> None:
-    from pipelines.splatting.render import render_to_files
+    from pipelines.splatting.predict import render_to_files
 
     written = render_to_files(args.scene, args.out, cameras=args.cameras, turntable=args.turntable,
                               depth=args.depth, scale=args.scale, background=args.background, width=args.width,

@@ -46,6 +46,7 @@ def _attribute(name: str) -> Callable[[Any], Any]:
 LINKS: tuple[Link, ...] = (
     # --- detection ---
     # --- splatting ---
+    Link("data", "model.init_args.scene", _attribute("scene"), "instantiate"),  # loaded views, background, split
     # --- surface ---
     # --- depth ---
     # --- simulation ---

@@ -19,7 +19,6 @@ averaging, and K with them.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,9 +287,28 @@ def _scaled_cameras(cameras: Cameras, f: int, width: int, height: int) -> Camera
     return Cameras(K, cameras.world_to_cam, width, height)
 
 
+@dataclass(frozen=True)
+class SplatScene:
+    """What the splatting model takes from the data (``SplatDataModule.scene``): the loaded views and the split.
+
+    Attributes:
+        train: the training views (the model's initial Gaussians and scene size come from them).
+        test: the test views (evaluated at the end of training).
+        background: RGB in [0, 1] composited behind the object in the images and rendered behind the Gaussians.
+        source: the data source (for messages).
+        split: the view split as written next to the outputs (``split.json``; see ``SplatDataModule.split``).
+    """
+
+    train: Views
+    test: Views
+    background: tuple[float, float, float]
+    source: str
+    split: dict
+
+
 class ViewDataset(Dataset):
     """One view per item: ``{"image": (H, W, 3), "mask": (H, W) or absent, "K": (3, 3), "world_to_cam":
-    (4, 4), "index": int}`` (tensors float32)."""
+    (4, 4), "index": int, "name": str}`` (tensors float32)."""
 
     def __init__(self, views: Views):
         self.views = views
@@ -300,7 +318,7 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = {"image": self.views.images[i], "K": self.views.cameras.K[i],
-                "world_to_cam": self.views.cameras.world_to_cam[i], "index": i}
+                "world_to_cam": self.views.cameras.world_to_cam[i], "index": i, "name": self.views.names[i]}
         if self.views.masks is not None:
             item["mask"] = self.views.masks[i]
         return item
@@ -340,6 +358,11 @@ class SplatDataModule(pl.LightningDataModule):
         self.train: Views | None = None
         self.test: Views | None = None
 
+    def __str__(self) -> str:
+        """One line (Lightning's lists the dataloaders on several): error messages quote it."""
+        return (f"SplatDataModule(path={self.path!r}, views={self.views}, test_views={self.test_views}, "
+                f"downscale={self.downscale}, background={self.background!r}, seed={self.seed})")
+
     @property
     def background_color(self) -> tuple[float, float, float]:
         """RGB in [0, 1] of the background."""
@@ -365,6 +388,13 @@ class SplatDataModule(pl.LightningDataModule):
                 raise InputError(self.path, f"views: all {n_pool} images are training views; none is left to test")
             self.test = load_views(pool, spread_subset(rest, self.test_views), self.downscale, self.background)
 
+    @property
+    def scene(self) -> SplatScene:
+        """The loaded views, background and split that the model needs (:meth:`setup` runs first if it has not):
+        ``geo3d fit`` links this into ``GaussianSplatting(scene=...)`` when it builds the model."""
+        self.setup()
+        return SplatScene(self.train, self.test, self.background_color, str(self.path), self.split())
+
     def split(self) -> dict:
         """The view split as written next to the outputs: names of the training and test views."""
         return {"source": str(self.path), "seed": self.seed, "train": self.train.names, "test": self.test.names,
@@ -383,28 +413,3 @@ class SplatDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(ViewDataset(self.test), batch_size=1)
-
-
-def scene_center_and_scale(cameras: Cameras) -> tuple[torch.Tensor, float]:
-    """A scene centre and size from cameras alone, robust with 2-4 cameras.
-
-    The centre is the point nearest (least squares) to all optical axes
-    (:func:`pipelines.splatting.render.center_from_cameras`). The scale is 1.1 x the median camera-to-centre
-    distance, in the role of 3DGS's "cameras extent" (1.1 x the largest distance of a camera from the mean
-    camera centre: with 2 cameras that is half the baseline, far too small for a turntable of 2-4 views,
-    whereas the distance to the look-at point is what the scene's size scales with).
-
-    Args:
-        cameras: C >= 1 cameras.
-
-    Returns:
-        center: (3,) float32 metres; scale: metres.
-    """
-    from pipelines.splatting.render import center_from_cameras
-
-    center = center_from_cameras(cameras).double()
-    dist = (cameras.centers.double() - center).norm(dim=1)
-    scale = 1.1 * float(dist.median())
-    if not math.isfinite(scale) or scale <= 0:
-        raise InputError(None, "cameras: could not derive a scene scale (all cameras at one point?)")
-    return center.float(), scale

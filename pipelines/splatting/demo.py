@@ -6,6 +6,8 @@
    the test views are evaluated at the end (PSNR/SSIM).
 3. Outputs: the 3DGS PLY, ground truth | render PNGs of the test views, a turntable GIF from ``geo3d render``
    and a viewer PNG of the Gaussians.
+
+:func:`run_stage` is the stage (``geo3d demo --stages splatting``); :func:`run_splatting_demo` does steps 1-2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from geo3d.report import StageResult
 from geo3d.synth.nerf import generate_nerf
+from geo3d.timed_fit import timed_fit
 from pipelines.splatting.data import SplatDataModule
 from pipelines.splatting.module import (
     Densification,
@@ -26,7 +30,6 @@ from pipelines.splatting.module import (
     LearningRates,
     LossWeights,
 )
-from geo3d.timed_fit import timed_fit
 
 # Training cost per step at 96 x 96 with ~10k Gaussians on the 2-core reference machine: measured 0.05 s idle;
 # max_time stops a slower machine anyway.
@@ -51,6 +54,7 @@ def run_splatting_demo(out_dir: str | os.PathLike, max_seconds: float = 75.0, re
                                     refine_every=100, max_gaussians=30000),
         floaters=FloaterPruning(every=200, start=min(200, steps // 4), stop=refine_stop),
         loss=LossWeights(mask=0.5, random_background=True), sh_degree=0, export_dir=str(out / "model"),
+        scene=dm.scene,
     )
     pl.seed_everything(seed, verbose=False)
     _, seconds = timed_fit(model, dm, max_seconds, max_steps=steps)
@@ -71,3 +75,37 @@ def run_splatting_demo(out_dir: str | os.PathLike, max_seconds: float = 75.0, re
             f", 128 x 128, 3000 steps) is the one with the README's numbers. Renders: ground truth (left) | render.")
     return {"text": text, "metrics": metrics, "ply": out / "model" / "gaussians.ply", "renders": renders,
             "data": data}
+
+
+def run_stage(out: Path, max_seconds: float = 75.0, res: int = 96) -> StageResult:
+    """The splatting stage of ``geo3d demo``: :func:`run_splatting_demo` into ``out``, then a turntable GIF
+    (``geo3d render``) and a ``geo3d view`` picture of the exported PLY.
+
+    Args:
+        out: the stage's folder, ``<report folder>/splatting`` (data, model, turntable frames).
+        max_seconds: training budget (the schedule's length is sized to it).
+        res: image side of the generated views, pixels.
+
+    Returns:
+        The stage's text and metrics (with ``turntable_gif``, relative to the report folder), and its images in
+        the report folder: up to three test renders ``splatting_test_<i>.png`` (ground truth | render), then
+        ``splatting_gaussians.png`` (the Gaussian centres in their colours).
+    """
+    from pipelines.splatting.predict import render_to_files
+    from viewers.files import view_files
+
+    out = Path(out)
+    report_dir = out.parent
+    result = run_splatting_demo(out, max_seconds=max_seconds, res=res)
+    images = []
+    for i, render in enumerate(result["renders"]):
+        target = report_dir / f"splatting_test_{i}.png"
+        target.write_bytes(render.read_bytes())
+        images.append(target)
+    turntable = render_to_files(result["ply"], out / "turntable", turntable=24, width=256, height=256, progress=False)
+    gif = next(p for p in turntable if p.suffix == ".gif")
+    images.append(view_files([result["ply"]], out=report_dir / "splatting_gaussians.png", width=960, height=540))
+    metrics = {**result["metrics"], "turntable_gif": gif.relative_to(report_dir).as_posix()}
+    text = (result["text"] + f" Turntable: `{metrics['turntable_gif']}`; the last picture is `geo3d view` of the "
+            "exported PLY (Gaussian centres in their colours).")
+    return StageResult("splatting", text, metrics, images)

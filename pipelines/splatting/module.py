@@ -9,17 +9,23 @@ Training (manual optimization, one view per step), as in 3DGS and gsplat's ``sim
 * loss ``(1 - w_ssim) L1 + w_ssim (1 - SSIM)`` (kornia) on the image composited over the background, plus
   ``w_mask |alpha - mask|`` when the images have masks, plus opacity and scale regularisers;
 * SH degree raised by one every ``sh_increase_every`` steps up to ``sh_degree``;
-* densification and pruning by ``gsplat.strategy.DefaultStrategy`` on both devices (the op layer's CPU
-  rasterizer returns the ``meta`` it reads);
+* densification and pruning by gsplat's ``DefaultStrategy`` through the op layer (:mod:`ops.densify`), on both
+  devices (the op layer's CPU rasterizer returns the ``meta`` it reads);
 * floater pruning (GaussianObject): every ``floaters.every`` steps, Gaussians whose mean distance to their
   k nearest neighbours exceeds mean + lambda * std are removed (lambda annealed from lenient to strict);
-  removal goes through gsplat's ``remove`` so the optimizers stay consistent.
+  removal goes through :func:`ops.remove_gaussians` (gsplat's ``remove``) so the optimizers stay consistent.
 
 The world frame is not normalised: learning rates and strategy thresholds are scaled by the scene size from
-:func:`~pipelines.splatting.data.scene_center_and_scale` (as 3DGS scales by its cameras extent), so the
+:func:`~pipelines.splatting.cameras.scene_center_and_scale` (as 3DGS scales by its cameras extent), so the
 exported PLY is directly in the input's frame and units. Validation renders a few test views (PSNR/SSIM,
 full image and inside the mask, images logged); ``test`` renders all test views and saves them beside the
 ground truth. At the end of training the Gaussians are written as a standard 3DGS PLY with the view split.
+
+The model never reads the trainer's datamodule: what it needs of the data comes in as ``scene``
+(:class:`~pipelines.splatting.data.SplatScene`: the loaded training and test views, the background, the split),
+which ``geo3d fit`` links from ``SplatDataModule.scene`` at instantiation and Python code passes explicitly
+(``GaussianSplatting(..., scene=datamodule.scene)``); the test batches carry their view names. ``scene`` is not a
+hyper-parameter (it holds the images): a module loaded from a checkpoint has none, and needs none to render.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import kornia
 import numpy as np
@@ -39,16 +45,21 @@ from PIL import Image
 
 import ops
 from geo3d.io.atomic import atomic_path, atomic_write_text
+from geo3d.io.checkpoint import regroup_hparams
 from geo3d.io.gaussian_ply import write_gaussian_ply
 from geo3d.metrics import lpips_status, psnr, ssim
 from geo3d.types import Gaussians
 from geo3d.types.gaussians import SH_C0
-from pipelines.splatting.data import SplatDataModule, scene_center_and_scale
+from pipelines.splatting.cameras import scene_center_and_scale
+from pipelines.splatting.data import SplatScene
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 
-@dataclass
+INIT_KINDS = ("visual_hull", "random", "points")
+
+
+@dataclass(frozen=True)
 class InitOptions:
     """How the Gaussians start.
 
@@ -74,11 +85,27 @@ class InitOptions:
     opacity: float = 0.1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.kind not in INIT_KINDS:
+            raise ValueError(f"init.kind: expected visual_hull, random or points, got {self.kind!r}")
+        if self.kind == "points" and not self.points_path:
+            raise ValueError("init.points_path: required with init.kind='points'")
 
-@dataclass
+
+@dataclass(frozen=True)
 class LearningRates:
-    """Adam learning rates per parameter group (3DGS defaults); ``means`` and ``means_final`` are multiplied
-    by the scene scale, and the means' rate decays exponentially from ``means`` to ``means_final``."""
+    """Adam learning rates per parameter group (3DGS defaults).
+
+    Attributes:
+        means: the means' rate at step 0, times the scene scale (metres).
+        means_final: the means' rate at ``trainer.max_steps``, times the scene scale; it decays exponentially
+            from ``means`` to this.
+        scales: rate of the log scales.
+        quats: rate of the (unnormalised) rotation quaternions.
+        opacities: rate of the opacity logits.
+        sh0: rate of the SH DC coefficients (the base colour).
+        shN: rate of the higher SH coefficients (3DGS: ``sh0 / 20``).
+    """
 
     means: float = 1.6e-4
     means_final: float = 1.6e-6
@@ -89,9 +116,25 @@ class LearningRates:
     shN: float = 2.5e-3 / 20
 
 
-@dataclass
+@dataclass(frozen=True)
 class Densification:
-    """gsplat ``DefaultStrategy`` settings (its names; scale thresholds relative to the scene scale)."""
+    """Densification and pruning: gsplat ``DefaultStrategy`` settings (its names), plus a Gaussian budget.
+
+    Attributes:
+        refine_start_iter: first step that duplicates, splits or prunes.
+        refine_stop_iter: no refinement from this step on (also the default end of floater pruning).
+        refine_every: steps between two refinements.
+        grow_grad2d: a Gaussian grows when its mean 2D position gradient (pixels, normalised by the image size)
+            exceeds this.
+        grow_scale3d: growing Gaussians smaller than this (times the scene scale) are duplicated, larger ones
+            split.
+        prune_opa: Gaussians less opaque than this are pruned.
+        prune_scale3d: Gaussians larger than this (times the scene scale) are pruned after the first opacity
+            reset.
+        reset_every: steps between two opacity resets.
+        max_gaussians: at most this many Gaussians after each step: the least opaque beyond it are dropped
+            (a CPU memory and time budget; not a gsplat setting).
+    """
 
     refine_start_iter: int = 500
     refine_stop_iter: int = 15000
@@ -104,16 +147,18 @@ class Densification:
     max_gaussians: int = 200000
 
 
-@dataclass
+@dataclass(frozen=True)
 class FloaterPruning:
     """GaussianObject's floater elimination by k-NN distance statistics.
 
     Attributes:
         enabled: run it.
         every: steps between two prunings.
-        start: first step; ``stop``: last step (None: ``refine_stop_iter`` of the densification).
+        start: first step.
+        stop: last step (None: ``refine_stop_iter`` of the densification).
         k: neighbours for the mean distance.
-        lam_start: lambda at ``start`` (lenient); ``lam_end``: lambda at ``stop`` (strict).
+        lam_start: lambda at ``start`` (lenient).
+        lam_end: lambda at ``stop`` (strict).
     """
 
     enabled: bool = True
@@ -125,11 +170,19 @@ class FloaterPruning:
     lam_end: float = 1.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms, and ``random_background``: with masks, composite the target and the render over
-    a random colour each step (instead of the fixed background), so transparent Gaussians cannot pass for
-    background and the object has to be opaque exactly where the mask is."""
+    """Weights of the loss terms, and the random background.
+
+    Attributes:
+        ssim: weight of D-SSIM against L1 in the image loss ``(1 - ssim) L1 + ssim (1 - SSIM)``.
+        mask: weight of ``|alpha - mask|`` (images with masks only).
+        opacity: weight of the mean opacity (a sparsity regulariser).
+        scale: weight of the mean largest scale over the scene scale.
+        random_background: with masks, composite the target and the render over a random colour each step
+            (instead of the fixed background), so transparent Gaussians cannot pass for background and the
+            object has to be opaque exactly where the mask is.
+    """
 
     ssim: float = 0.2
     mask: float = 0.1
@@ -141,6 +194,10 @@ class LossWeights:
 # Checkpoints hold the hyperparameters, these dataclasses among them; torch.load(weights_only=True), the default
 # since torch 2.6, rebuilds only allow-listed classes.
 torch.serialization.add_safe_globals([InitOptions, LearningRates, Densification, FloaterPruning, LossWeights])
+
+GROUPS: dict[str, type] = {"init": InitOptions, "lr": LearningRates, "densification": Densification,
+                           "floaters": FloaterPruning, "loss": LossWeights}
+"""The typed settings groups: constructor argument -> dataclass."""
 
 
 class GaussianSplatting(pl.LightningModule):
@@ -156,12 +213,16 @@ class GaussianSplatting(pl.LightningModule):
         sh_increase_every: steps between SH degree increases.
         export_dir: where the PLY, split, metrics and test renders go (None: the trainer's log dir).
         log_images: validation views logged as images (ground truth | render).
+        scene: the data the model starts from and is evaluated on (training and test views, background, split):
+            ``SplatDataModule.scene``, linked by ``geo3d fit``. Not saved as a hyper-parameter; None (a module
+            loaded from a checkpoint) renders and tests, but cannot initialise new Gaussians.
     """
 
     def __init__(self, init: InitOptions | None = None,
                  lr: LearningRates | None = None, densification: Densification | None = None,
                  floaters: FloaterPruning | None = None, loss: LossWeights | None = None, sh_degree: int = 1,
-                 sh_increase_every: int = 1000, export_dir: str | None = None, log_images: int = 3):
+                 sh_increase_every: int = 1000, export_dir: str | None = None, log_images: int = 3,
+                 scene: SplatScene | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.init_options = init or InitOptions()
@@ -175,7 +236,8 @@ class GaussianSplatting(pl.LightningModule):
         self.sh_increase_every = sh_increase_every
         self.export_dir = export_dir
         self.log_images = log_images
-        self.save_hyperparameters()
+        self.scene = scene
+        self.save_hyperparameters(ignore=["scene"])
         self.params = torch.nn.ParameterDict()
         self.register_buffer("scene_center", torch.zeros(3))
         self.register_buffer("scene_scale", torch.ones(()))
@@ -187,43 +249,54 @@ class GaussianSplatting(pl.LightningModule):
 
     # --- set-up ---------------------------------------------------------------------------------------
 
-    @property
-    def datamodule(self) -> SplatDataModule:
-        dm = getattr(self.trainer, "datamodule", None)
-        if not isinstance(dm, SplatDataModule):
-            raise TypeError("GaussianSplatting needs a SplatDataModule (data.class_path in the config)")
-        return dm
+    @staticmethod
+    def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters of an older checkpoint in today's signature (for :func:`geo3d.io.checkpoint.load_module`).
+
+        The settings have been grouped since the first version, so checkpoints written by earlier code (its groups
+        as dataclasses, or as dicts with Lightning's CLI instantiator) load unchanged: this is a no-op for them.
+        Flat keys that name a field of a group (hand-written or flattened hyper-parameters) move into that group
+        with :func:`~geo3d.io.checkpoint.regroup_hparams`; ``opacity``, a field of both ``init`` and ``loss``,
+        is the initial opacity (the loss weight is only ever written grouped).
+
+        Args:
+            hparams: the checkpoint's ``hyper_parameters``.
+
+        Returns:
+            The grouped hyper-parameters (a new dict).
+        """
+        return regroup_hparams(hparams, GROUPS, renames={"opacity": ("init", "opacity")})
 
     def setup(self, stage: str) -> None:
-        """Initialise the Gaussians from the training views (skipped when a checkpoint provides them)."""
-        dm = self.datamodule
-        dm.setup(stage)
-        self.background.copy_(torch.tensor(dm.background_color))
-        if len(self.params):
-            return
-        center, scale = scene_center_and_scale(dm.train.cameras)
+        """Initialise the Gaussians from the scene's training views (skipped when a checkpoint provides them)."""
+        if self.scene is not None:
+            self.background.copy_(torch.tensor(self.scene.background))
+        if len(self.params) or self.scene is None:
+            return  # restored from a checkpoint (now, or by the trainer right after this hook), or nothing to do
+        center, scale = scene_center_and_scale(self.scene.train.cameras)
         self.scene_center.copy_(center)
         self.scene_scale.fill_(scale)
-        points, colors = self._initial_points(dm)
+        points, colors = self._initial_points(self.scene)
         self._create_params(points, colors)
 
-    def _initial_points(self, dm: SplatDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    def _require_gaussians(self) -> None:
+        if not len(self.params):
+            raise ValueError("GaussianSplatting has no Gaussians: give it scene=SplatDataModule(...).scene to "
+                             "initialise them (geo3d fit links it), or load a checkpoint")
+
+    def _initial_points(self, scene: SplatScene) -> tuple[torch.Tensor, torch.Tensor]:
         from pipelines.splatting import init as init_mod
 
         opts = self.init_options
         if opts.kind == "points":
-            if not opts.points_path:
-                raise ValueError("init.points_path: required with init.kind='points'")
             return init_mod.point_cloud_init(opts.points_path)
-        bounds = init_mod.bounds_from_cameras(dm.train.cameras)
+        bounds = init_mod.bounds_from_cameras(scene.train.cameras)
         if opts.kind == "random":
             return init_mod.random_init(bounds, opts.num_points, opts.seed)
-        if opts.kind != "visual_hull":
-            raise ValueError(f"init.kind: expected visual_hull, random or points, got {opts.kind!r}")
-        if dm.train.masks is None:
-            raise ValueError(f"init.kind='visual_hull' needs masks (RGBA images); {dm.path} has none: "
+        if scene.train.masks is None:
+            raise ValueError(f"init.kind='visual_hull' needs masks (RGBA images); {scene.source} has none: "
                              "use init.kind=random or points")
-        return init_mod.visual_hull(dm.train.masks, dm.train.images, dm.train.cameras, bounds,
+        return init_mod.visual_hull(scene.train.masks, scene.train.images, scene.train.cameras, bounds,
                                     resolution=opts.resolution, refine_resolution=opts.refine_resolution,
                                     min_views=opts.min_views, max_points=opts.num_points, seed=opts.seed)
 
@@ -254,16 +327,15 @@ class GaussianSplatting(pl.LightningModule):
         })
 
     def configure_optimizers(self):
+        self._require_gaussians()
         scale = float(self.scene_scale)
         lrs = {**asdict(self.lr), "means": self.lr.means * scale}
         lrs.pop("means_final")
         return [torch.optim.Adam([self.params[name]], lr=lrs[name], eps=1e-15) for name in PARAM_NAMES]
 
-    def _strategy(self):
-        from gsplat.strategy import DefaultStrategy
-
+    def _strategy(self) -> ops.DefaultStrategy:
         d = self.densification
-        return DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, grow_scale3d=d.grow_scale3d,
+        return ops.DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, grow_scale3d=d.grow_scale3d,
                                prune_scale3d=d.prune_scale3d, refine_start_iter=d.refine_start_iter,
                                refine_stop_iter=d.refine_stop_iter, refine_every=d.refine_every,
                                reset_every=d.reset_every)
@@ -375,14 +447,12 @@ class GaussianSplatting(pl.LightningModule):
         stop = f.stop if f.stop is not None else self.densification.refine_stop_iter
         if not f.enabled or step < f.start or step > stop or step % f.every:
             return
-        from gsplat.strategy.ops import remove
-
         from pipelines.splatting.floaters import annealed_lambda, floater_mask
 
         lam = annealed_lambda(step, f.start, stop, f.lam_start, f.lam_end)
         mask = floater_mask(self.params["means"].detach(), k=f.k, lam=lam)
         if bool(mask.any()):
-            remove(params=self.params, optimizers=optimizers, state=self.strategy_state, mask=mask)
+            ops.remove_gaussians(self.params, optimizers, self.strategy_state, mask)
         self.log("train/floaters_removed", float(mask.sum()))
 
     @torch.no_grad()
@@ -391,12 +461,10 @@ class GaussianSplatting(pl.LightningModule):
         n, cap = len(self.params["means"]), self.densification.max_gaussians
         if n <= cap:
             return
-        from gsplat.strategy.ops import remove
-
         order = torch.argsort(self.params["opacities"].detach(), descending=True)
         mask = torch.zeros(n, dtype=torch.bool, device=self.device)
         mask[order[cap:]] = True
-        remove(params=self.params, optimizers=optimizers, state=self.strategy_state, mask=mask)
+        ops.remove_gaussians(self.params, optimizers, self.strategy_state, mask)
 
     def on_train_end(self) -> None:
         """Export the Gaussians and evaluate every test view (so ``fit`` alone reports the test numbers)."""
@@ -437,11 +505,12 @@ class GaussianSplatting(pl.LightningModule):
         self._val_images = []
 
     def on_test_start(self) -> None:
+        self._require_gaussians()
         self._test_rows = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         metrics, rgb = self._evaluate(batch)
-        name = self.datamodule.test.names[int(batch["index"][0])]
+        name = batch["name"][0]
         for k, v in metrics.items():
             self.log(f"test/{k}", v, batch_size=1)
         self._test_rows.append({"name": name, **metrics})
@@ -452,9 +521,11 @@ class GaussianSplatting(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate_test_views(self) -> dict:
-        """Render every test view of the datamodule, save ground truth | render PNGs, write
-        ``test_metrics.json``; returns its content (``mean`` PSNR/SSIM, full and masked, and per view)."""
-        views = self.datamodule.test
+        """Render every test view of the scene, save ground truth | render PNGs, write ``test_metrics.json``;
+        returns its content (``mean`` PSNR/SSIM, full and masked, and per view); ``{}`` without a scene."""
+        if self.scene is None:
+            return {}
+        views = self.scene.test
         rows = []
         for i in range(len(views)):
             batch = {"image": views.images[i:i + 1].to(self.device), "K": views.cameras.K[i:i + 1].to(self.device),
@@ -493,12 +564,14 @@ class GaussianSplatting(pl.LightningModule):
         return Path(log_dir or ".")
 
     def export(self) -> Path:
-        """Write ``gaussians.ply`` (3DGS), ``split.json`` and ``train_info.json`` to the export folder."""
+        """Write ``gaussians.ply`` (3DGS), ``split.json`` (with a scene) and ``train_info.json`` to the export
+        folder; returns the PLY's path."""
         out = self._export_dir()
         out.mkdir(parents=True, exist_ok=True)
         path = out / "gaussians.ply"
         write_gaussian_ply(path, self.gaussians())
-        atomic_write_text(out / "split.json", json.dumps(self.datamodule.split(), indent=2) + "\n")
+        if self.scene is not None:
+            atomic_write_text(out / "split.json", json.dumps(self.scene.split, indent=2) + "\n")
         info = {"steps": int(self.global_step), "num_gaussians": len(self.params["means"]),
                 "train_seconds": None if self._train_start is None else time.perf_counter() - self._train_start,
                 "scene_center": self.scene_center.tolist(), "scene_scale": float(self.scene_scale),

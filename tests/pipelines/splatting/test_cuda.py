@@ -12,7 +12,7 @@ import torch
 from geo3d.types import Gaussians
 from pipelines.splatting.data import SplatDataModule, read_view_pool
 from pipelines.splatting.module import Densification, FloaterPruning, GaussianSplatting, InitOptions
-from pipelines.splatting.render import render_gaussians
+from pipelines.splatting.predict import render_gaussians
 
 pytestmark = pytest.mark.cuda
 
@@ -34,7 +34,8 @@ def test_training_runs_on_cuda(tiny_nerf, tmp_path):
     dm = SplatDataModule(str(tiny_nerf), views=4, test_views=2, steps_per_epoch=100)
     model = GaussianSplatting(init=InitOptions(resolution=24, refine_resolution=48, num_points=2000),
                               densification=Densification(refine_start_iter=10, refine_stop_iter=40, refine_every=10),
-                              floaters=FloaterPruning(every=20, start=20, stop=40, k=4), export_dir=str(tmp_path))
+                              floaters=FloaterPruning(every=20, start=20, stop=40, k=4), export_dir=str(tmp_path),
+                              scene=dm.scene)
     trainer = pl.Trainer(max_steps=50, accelerator="gpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)

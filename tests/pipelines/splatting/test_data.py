@@ -13,7 +13,7 @@ from PIL import Image
 from geo3d.errors import InputError
 from geo3d.io import MultiViewFrames, write_transforms
 from geo3d.types import Cameras
-from pipelines.splatting.data import SplatDataModule, load_views, read_view_pool, scene_center_and_scale, select_views
+from pipelines.splatting.data import SplatDataModule, load_views, read_view_pool, select_views
 
 
 def test_select_views_is_farthest_point_sampling():
@@ -42,6 +42,17 @@ def test_datamodule_split_is_disjoint_and_reproducible(tiny_nerf):
     again.setup("fit")
     assert again.split() == dm.split()
     assert json.loads(json.dumps(dm.split()))["train"] == dm.train.names
+
+
+def test_scene_and_batches_carry_what_the_model_needs(tiny_nerf):
+    dm = SplatDataModule(str(tiny_nerf), views=4, test_views=3, background="black")
+    scene = dm.scene  # loads the views on first use
+    assert scene.train is dm.train and scene.test is dm.test
+    assert scene.background == (0.0, 0.0, 0.0) and scene.split == dm.split() and scene.source == str(tiny_nerf)
+    batches = list(dm.test_dataloader())
+    assert [b["name"] for b in batches] == [[name] for name in dm.test.names]  # test views named in the batch
+    assert torch.equal(batches[1]["image"][0], dm.test.images[1])
+    assert "SplatDataModule(path=" in str(dm) and "\n" not in str(dm)  # error messages quote it on one line
 
 
 def test_holdout_split_without_a_test_json(tiny_nerf, tmp_path):
@@ -103,14 +114,6 @@ def test_undistortion_moves_a_feature_to_its_pinhole_position(tmp_path):
     v = float((weights * torch.from_numpy(yy)).sum())
     assert math.hypot(u - (f * world[0] + cx), v - (f * world[1] + cy)) < 0.15  # pinhole position
     assert math.hypot(ud - (f * world[0] + cx), vd - (f * world[1] + cy)) > 1.0  # and the distortion was real
-
-
-def test_scene_scale_is_robust_with_two_cameras(tiny_nerf):
-    pool = read_view_pool(tiny_nerf)
-    for n in (2, 3, 4):
-        center, scale = scene_center_and_scale(pool.cameras[torch.arange(n)])
-        assert float(center.norm()) < 0.05  # the synthetic cameras look at the origin from 4 m
-        assert scale == pytest.approx(1.1 * 4.0, rel=1e-3)
 
 
 def test_bad_sources_name_the_file(tmp_path):

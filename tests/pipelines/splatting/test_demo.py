@@ -1,24 +1,46 @@
-"""The splatting stage of ``geo3d demo`` with a tiny budget: data, training, evaluation, turntable, viewer PNG."""
+"""The splatting stage of ``geo3d demo`` with a tiny budget: data, training, evaluation, turntable, viewer PNG.
+
+The stage's numbers are checked against references computed here from its own files: the test PSNR against
+the PSNR of the ground-truth | render PNGs it wrote, and against an empty model (only the background).
+"""
 
 from __future__ import annotations
 
-import json
+import numpy as np
+import torch
+from PIL import Image
 
-import geo3d.cli.demo as cli_demo
-import pipelines.splatting.demo as splatting_demo
+from geo3d.metrics import psnr
+from geo3d.report import Report
+from pipelines.splatting.data import SplatDataModule
+from pipelines.splatting.demo import run_stage
 
 
-def test_demo_stage_writes_its_report_section(tmp_path, monkeypatch):
-    fast = splatting_demo.run_splatting_demo
-    monkeypatch.setattr(splatting_demo, "run_splatting_demo",
-                        lambda out: fast(out, max_seconds=6.0, res=32))
-    report = cli_demo.Report(tmp_path)
-    cli_demo.stage_splatting(tmp_path, report)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["splatting"]
-    assert metrics["train_views"] == 4 and metrics["test_views"] == 10
-    assert 0 < metrics["steps"] and 5.0 < metrics["test_psnr_db"] < 60.0
-    assert (tmp_path / metrics["turntable_gif"]).is_file()
-    text = (tmp_path / "report.md").read_text()
-    assert "## splatting" in text and "splatting_gaussians.png" in text
+def test_run_stage_reports_what_it_wrote(tmp_path):
+    result = run_stage(tmp_path / "splatting", max_seconds=6.0, res=32)
+    metrics = result.metrics
+    assert result.title == "splatting"
+    assert metrics["train_views"] == 4 and metrics["test_views"] == 10 and 1 <= metrics["steps"] <= 100
+    # every image lies in the report folder, in the order the report shows them
+    assert [p.name for p in result.images] == [*(f"splatting_test_{i}.png" for i in range(3)),
+                                               "splatting_gaussians.png"]
+    assert all(p.parent == tmp_path for p in result.images)
     assert (tmp_path / "splatting_gaussians.png").stat().st_size > 1000
-    assert (tmp_path / "splatting" / "model" / "gaussians.ply").is_file()
+    gif = Image.open(tmp_path / metrics["turntable_gif"])
+    assert gif.n_frames == 24 and gif.size == (256, 256)
+
+    # the test PSNR is the mean over the written renders (ground truth | render, 8-bit), and beats the background
+    model = tmp_path / "splatting" / "model"
+    renders = sorted((model / "test_renders").glob("*.png"))
+    assert len(renders) == 10 and (model / "gaussians.ply").is_file()
+    sides = torch.from_numpy(np.stack([np.asarray(Image.open(p), dtype=np.float32) / 255 for p in renders]))
+    truth, render = sides[:, :, :32], sides[:, :, 32:]
+    assert abs(float(psnr(render, truth).mean()) - metrics["test_psnr_db"]) < 0.3
+    views = SplatDataModule(str(tmp_path / "splatting" / "data"), views=4, test_views=10).scene.test
+    background_only = float(psnr(torch.ones_like(views.images), views.images).mean())
+    assert metrics["test_psnr_db"] > background_only + 3.0, (metrics["test_psnr_db"], background_only)
+
+    report = Report(tmp_path)
+    report.add(result)
+    text = (tmp_path / "report.md").read_text()
+    assert "## splatting" in text and "![splatting_gaussians](splatting_gaussians.png)" in text

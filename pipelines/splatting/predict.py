@@ -1,12 +1,11 @@
-"""Render 3D Gaussian splatting files: the file's own cameras or a turntable, to PNGs, a GIF and RGB-D frames.
+"""``geo3d render``: render a 3D Gaussian splatting file into its cameras or a turntable, to PNGs, a GIF, RGB-D.
 
 :func:`render_gaussians` renders :class:`~geo3d.types.Gaussians` into :class:`~geo3d.types.Cameras` with the
 op layer's rasterizer (gsplat on CUDA, our tile rasterizer on CPU), without gradients, a few cameras at a
-time. :func:`turntable_cameras` places cameras on a circle around an up axis; :func:`up_from_cameras` and
-:func:`center_from_cameras` read the up direction and the looked-at point off a capture's cameras, so a
-turntable of a real capture stands upright and circles what the capture looked at.
-:func:`render_to_files` is ``geo3d render``: it writes RGB PNGs, an animated GIF and, with ``depth=True``,
-an RGB-D folder in the 7-Scenes layout (:mod:`geo3d.io.rgbd`) that the surface pipeline can fuse.
+time. :func:`render_to_files` is ``geo3d render``: it writes RGB PNGs, an animated GIF and, with ``depth=True``,
+an RGB-D folder in the 7-Scenes layout (:mod:`geo3d.io.rgbd`) that the surface pipeline can fuse. Turntables
+come from :mod:`pipelines.splatting.cameras` (:func:`~pipelines.splatting.cameras.turntable_cameras`; a real
+capture's turntable stands upright along its cameras' mean up and circles the point they look at).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from geo3d.io import RGBDFrame, invert_rigid, read_gaussian_ply, read_transforms
 from geo3d.io.atomic import atomic_path
 from geo3d.types import Cameras, DepthMap, Gaussians
 from ops import rasterize_gaussians
+from pipelines.splatting.cameras import center_from_cameras, turntable_cameras, up_from_cameras
 from pipelines.splatting.data import BACKGROUNDS
 
 DEPTH_SCALE = 1000.0
@@ -107,123 +107,6 @@ def render_gaussians(
             expected = render[..., 3].float().cpu() / acc.clamp_min(1e-12)
             depth.append(torch.where(surface, expected, torch.zeros_like(expected)))
     return RenderOutput(torch.cat(rgb), torch.cat(alpha), torch.cat(depth) if with_depth else None)
-
-
-def _look_at(eyes: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """(C, 4, 4) OpenCV world-to-camera transforms of cameras at ``eyes`` (C, 3) looking at ``target``
-    (3,), image up along world ``up`` (3,)."""
-    forward = target - eyes
-    forward /= np.linalg.norm(forward, axis=1, keepdims=True)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right, axis=1, keepdims=True)
-    down = np.cross(forward, right)
-    rot = np.stack([right, down, forward], 1)  # rows: the camera axes in world coordinates
-    w2c = np.tile(np.eye(4), (len(eyes), 1, 1))
-    w2c[:, :3, :3] = rot
-    w2c[:, :3, 3] = -np.einsum("cij,cj->ci", rot, eyes)
-    return w2c
-
-
-def turntable_cameras(
-    n: int,
-    center: np.ndarray | torch.Tensor,
-    radius: float,
-    elevation_deg: float,
-    up: np.ndarray | torch.Tensor,
-    K: np.ndarray | torch.Tensor,
-    width: int,
-    height: int,
-) -> Cameras:
-    """``n`` cameras evenly spaced on a circle around the ``up`` axis through ``center``, looking at it.
-
-    Camera i sits at azimuth ``360 i / n`` degrees, measured in the plane normal to ``up`` from the
-    projection of world x (world y when ``up`` is along x), counter-clockwise seen from above, and
-    ``elevation_deg`` above that plane, ``radius`` from ``center``. Image up is world ``up``.
-
-    Args:
-        n: number of cameras, >= 1.
-        center: (3,) looked-at point, metres.
-        radius: camera distance from ``center``, metres, > 0.
-        elevation_deg: angle above the plane normal to ``up``, degrees, in (-90, 90).
-        up: (3,) world up direction (any length > 0).
-        K: (3, 3) intrinsics, pixels, shared by all cameras.
-        width: image width, pixels.
-        height: image height, pixels.
-
-    Returns:
-        Cameras: world_to_cam (n, 4, 4) float32 OpenCV, K (n, 3, 3) float32.
-
-    Raises:
-        InputError: ``n < 1``, ``radius <= 0``, elevation outside (-90, 90) or a zero ``up``.
-    """
-    if int(n) != n or n < 1:
-        raise InputError(None, f"turntable: expected at least 1 view, got {n!r}")
-    if not (math.isfinite(radius) and radius > 0):
-        raise InputError(None, f"turntable: radius must be a positive number of metres, got {radius!r}")
-    if not -90 < elevation_deg < 90:
-        raise InputError(None, f"turntable: elevation must be in (-90, 90) degrees, got {elevation_deg!r}")
-    center = np.asarray(center, dtype=np.float64).reshape(3)
-    up = np.asarray(up, dtype=np.float64).reshape(3)
-    if not np.linalg.norm(up) > 1e-12:
-        raise InputError(None, "turntable: the up vector is zero")
-    up = up / np.linalg.norm(up)
-    ref = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = ref - (ref @ up) * up
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(up, e1)
-    azimuth = 2 * np.pi * np.arange(int(n)) / int(n)
-    elevation = math.radians(elevation_deg)
-    directions = (math.cos(elevation) * (np.cos(azimuth)[:, None] * e1 + np.sin(azimuth)[:, None] * e2)
-                  + math.sin(elevation) * up)
-    w2c = _look_at(center + radius * directions, center, up)
-    K = torch.as_tensor(np.asarray(K, dtype=np.float32)).reshape(3, 3)
-    return Cameras(K.expand(int(n), 3, 3).clone(), torch.from_numpy(w2c).float(), width, height)
-
-
-def up_from_cameras(cameras: Cameras) -> torch.Tensor:
-    """The capture's up direction: the mean of the cameras' up vectors, normalised (as nerfstudio orients).
-
-    A camera's up vector is its -y axis (OpenCV: y points down in the image) in world coordinates.
-
-    Args:
-        cameras: C cameras, OpenCV ``world_to_cam`` (C, 4, 4).
-
-    Returns:
-        (3,) float32 unit vector, world frame.
-
-    Raises:
-        InputError: the up vectors cancel out (mean of length < 1e-6).
-    """
-    ups = -cameras.world_to_cam[:, 1, :3].double()  # row 1 of R = the camera y axis in world coordinates
-    mean = ups.mean(0)
-    if not mean.norm() > 1e-6:
-        raise InputError(None, "cameras: their up vectors cancel out; no common up direction")
-    return (mean / mean.norm()).float()
-
-
-def center_from_cameras(cameras: Cameras) -> torch.Tensor:
-    """The point nearest to all optical axes, in the least-squares sense: what the cameras look at.
-
-    Minimises ``sum_c |(I - d_c d_c^T)(p - o_c)|^2`` over p (o_c: centre, d_c: viewing direction). Two
-    cameras with crossing axes give the crossing point exactly. Directions that the axes do not fix
-    (one camera, or parallel axes) are resolved to the point nearest the cameras' mean centre
-    (minimum-norm solution about it).
-
-    Args:
-        cameras: C cameras, OpenCV ``world_to_cam`` (C, 4, 4).
-
-    Returns:
-        (3,) float32 point, world frame, metres.
-    """
-    w2c = cameras.world_to_cam.double().cpu().numpy()
-    dirs = w2c[:, 2, :3]  # row 2 of R = the optical axis in world coordinates
-    centres = -np.einsum("cji,cj->ci", w2c[:, :3, :3], w2c[:, :3, 3])
-    projectors = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (C, 3, 3)
-    mean = centres.mean(0)
-    A = projectors.sum(0)
-    b = np.einsum("cij,cj->i", projectors, centres - mean)
-    offset = np.linalg.lstsq(A, b, rcond=1e-6)[0]
-    return torch.from_numpy(mean + offset).float()
 
 
 def _framing(gaussians: Gaussians) -> tuple[np.ndarray, float]:
