@@ -1,5 +1,5 @@
 """The op layer: sparse convolution, voxelization, scatter reductions, neighbours, rotated boxes, splatting,
-gradient integration.
+gradient integration, farthest-point sampling.
 
 Every op picks its backend from its input's device (CUDA kernels from spconv/gsplat/torch on CUDA tensors,
 a tested CPU path on CPU tensors); pipelines call these functions and never branch on the device. Each op
@@ -40,6 +40,7 @@ _EXPORTS = {
     "ops.neighbors": ("knn", "radius_graph"),
     "ops.boxes": ("batched_nms_rotated", "boxes_iou_3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_rotated"),
     "ops.rasterize": ("rasterize_gaussians",),
+    "ops.sampling": ("farthest_point_sampling",),
     "ops.densify": ("DefaultStrategy", "remove_gaussians"),
     "ops.gradient_integration": ("integrate_gradients",),
 }

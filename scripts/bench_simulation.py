@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ops.neighbors import radius_graph  # noqa: E402
 from pipelines.simulation.features import HISTORY, Normalizer  # noqa: E402
-from pipelines.simulation.giorom import GIOROM  # noqa: E402
-from pipelines.simulation.gns import GNS  # noqa: E402
+from pipelines.simulation.giorom import GIOROM, QuerySettings, SamplingSettings  # noqa: E402
+from pipelines.simulation.gns import GNS, NetworkSettings  # noqa: E402
 
 
 def synthetic_cloud(n: int, dim: int, spacing: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +141,12 @@ def main(argv: list[str] | None = None) -> str:
     torch.manual_seed(0)
     radius = 2.0 * args.spacing
     stats = Normalizer([0.0] * args.dim, [2e-3] * args.dim, [0.0] * args.dim, [2e-4] * args.dim)
-    gns = GNS(args.dim, args.latent, args.steps, radius=radius).eval()
-    rom = GIOROM(args.dim, args.latent, args.steps, radius=radius, num_samples=args.num_samples, sample=args.sample,
-                 fps_candidates=args.fps_candidates, query_neighbors=args.query_neighbors,
-                 kernel_width=args.kernel_width, query_latent=args.query_latent).eval()
+    network = NetworkSettings(latent=args.latent, steps=args.steps)
+    gns = GNS(args.dim, network, radius=radius).eval()
+    rom = GIOROM(args.dim, network, SamplingSettings(num_samples=args.num_samples, method=args.sample,
+                                                     fps_candidates=args.fps_candidates),
+                 QuerySettings(neighbors=args.query_neighbors, kernel_width=args.kernel_width,
+                               latent=args.query_latent), radius=radius).eval()
     for model in (gns, rom):
         model.set_statistics(stats, radius)
 

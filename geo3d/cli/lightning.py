@@ -50,6 +50,9 @@ LINKS: tuple[Link, ...] = (
     # --- surface ---
     # --- depth ---
     # --- simulation ---
+    Link("data.dim", "model.init_args.dim", on="instantiate"),  # axes of the metadata's bounds
+    Link("data.radius", "model.init_args.radius", on="instantiate"),  # connectivity radius, metres
+    Link("data.statistics", "model.init_args.statistics", on="instantiate"),  # normaliser stats, noise included
 )
 """Every data -> model link of every pipeline (a link applies when the chosen classes have both ends)."""
 

@@ -32,7 +32,13 @@ from torch.utils.data import DataLoader, Dataset
 from geo3d.errors import InputError
 from geo3d.io.particles import SPLITS, read_gns_npz, read_lagrangebench, read_metadata
 from geo3d.types import ParticleTrajectory
-from pipelines.simulation.features import HISTORY, KINEMATIC_TYPE, Normalizer, add_random_walk_noise
+from pipelines.simulation.features import (
+    HISTORY,
+    KINEMATIC_TYPE,
+    Normalizer,
+    NormalizerStatistics,
+    add_random_walk_noise,
+)
 
 STAT_KEYS = ("vel_mean", "vel_std", "acc_mean", "acc_std")
 
@@ -217,7 +223,9 @@ class SimulationDataModule(pl.LightningDataModule):
 
     Properties (the files are read and checked on first use, raising InputError naming the file and field):
         metadata: the ``metadata.json`` dict, with computed statistics filled in when it lacks them.
-        dim, bounds ((D, 2) float32 metres), radius (metres), periodic (bool).
+        dim, bounds ((D, 2) float32 metres), radius (metres), periodic (bool), statistics (the normaliser's).
+        ``geo3d fit`` links ``dim``, ``radius`` and ``statistics`` into the model's constructor
+        (:mod:`geo3d.cli.lightning`), so they are written once, here, and saved in the model's checkpoint.
     """
 
     def __init__(self, path: str, batch_size: int = 2, noise_std: float = 3e-4, max_train_windows: int | None = None,
@@ -352,6 +360,12 @@ class SimulationDataModule(pl.LightningDataModule):
     def normalizer(self) -> Normalizer:
         """The :class:`~pipelines.simulation.features.Normalizer` of this dataset and ``noise_std``."""
         return Normalizer.from_metadata(self.metadata, self.noise_std)
+
+    @property
+    def statistics(self) -> NormalizerStatistics:
+        """The :meth:`normalizer`'s statistics (stds widened by ``noise_std``), as the models take them (the command
+        line links this into the model's ``statistics``, with :attr:`dim` and :attr:`radius`)."""
+        return self.normalizer().statistics()
 
     # --- Lightning hooks -----------------------------------------------------------------------------
 

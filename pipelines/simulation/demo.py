@@ -1,5 +1,7 @@
 """The simulation stage of ``geo3d demo``: generate, train briefly, roll out, render ground truth beside prediction.
 
+:func:`run_stage` (what ``geo3d demo`` calls):
+
 1. ``geo3d synth particles``: 2D elastic bodies, 8 trajectories (6 train, 1 valid, 1 test) of 600 particles x 100
    frames (MLS-MPM on warp).
 2. The GIOROM reduced-order model at ``configs/simulation/giorom_elastic_tiny_cpu.yaml``'s sizes (processor on
@@ -8,13 +10,13 @@
    trajectories of 2000 particles); the report says so.
 3. The test trajectory rolled out to its end by the model and by the constant-velocity baseline: MSE at 1, 5, 20
    steps and over the rollout, Chamfer distance, kinetic-energy error.
-4. The rollout written as a rollout file and rendered as a GIF (ground truth beside prediction), and the shared
-   LagrangeBench format sample (``../shared/data/particles``) loaded into the datamodule when present.
+4. The rollout written as a rollout file and rendered as a GIF (ground truth beside prediction) into the report
+   folder, and the shared LagrangeBench format sample (``../shared/data/particles``) loaded into the datamodule
+   when present.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -22,8 +24,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from geo3d.synth.particles import generate_particles
 from geo3d.io.shared_data import shared_data_dir
+from geo3d.report import StageResult
+from geo3d.synth.particles import generate_particles
 from geo3d.timed_fit import timed_fit
 
 
@@ -49,23 +52,33 @@ def _shared_sample_check() -> str:
             + (" (its periodic box is read as walls: the models do not wrap positions)." if periodic else "."))
 
 
-def run_simulation_demo(out_dir: str | os.PathLike, seconds: float = 50.0) -> dict:
-    """Run the stage; returns ``{"text", "metrics", "images"}``."""
+def run_stage(out: Path, seconds: float = 50.0) -> StageResult:
+    """Run the stage into ``out`` (data, rollout file); the GIF goes to the report folder ``out.parent``.
+
+    Args:
+        out: the stage's folder (``geo3d demo`` passes ``<report folder>/simulation``).
+        seconds: training budget, wall-clock seconds (at most 1500 steps).
+
+    Returns:
+        The stage's report section: metrics ``giorom_*`` and ``constant_velocity_*`` (``mse_1``, ``mse_5``,
+        ``mse_20``, ``mse_full``, ``chamfer`` in m^2; ``ekin_error``), timings, and the rollout GIF.
+    """
     from geo3d.io.rollout import write_rollout
     from geo3d.metrics.simulation import rollout_metrics
     from pipelines.simulation.data import SimulationDataModule
-    from pipelines.simulation.giorom import GIOROMModule
+    from pipelines.simulation.module import GIOROMModule, OptimSettings
     from pipelines.simulation.predict import rollout_from_prediction
     from viewers.particles import load_animation, render_gif
 
-    out = Path(out_dir)
+    out = Path(out)
     start = time.perf_counter()
     data_dir = generate_particles(out / "elastic_2d", material="elastic", dim=2, trajectories=8, particles=600,
                                   steps=100, seed=0, splits=(6, 1, 1), progress=False)
     generate_seconds = time.perf_counter() - start
     pl.seed_everything(0, verbose=False)
     data = SimulationDataModule(str(data_dir), batch_size=2, noise_std=1e-4, num_workers=0)
-    model = GIOROMModule(dim=2, latent=64, steps=4, num_samples=0.125, lr=1e-3, lr_final=1e-4)
+    model = GIOROMModule(dim=data.dim, optim=OptimSettings(lr=1e-3, lr_final=1e-4), radius=data.radius,
+                         statistics=data.statistics)
     max_steps = 1500
     train_steps, train_seconds = timed_fit(model, data, seconds, max_steps=max_steps, accelerator="cpu")
     model.eval()
@@ -102,4 +115,4 @@ def run_simulation_demo(out_dir: str | os.PathLike, seconds: float = 50.0) -> di
         f"truth beside the prediction, coloured by speed (`geo3d view {rollout_file.name} --out rollout.gif`).\n\n"
         + _shared_sample_check()
     )
-    return {"text": text, "metrics": metrics, "images": [gif]}
+    return StageResult("simulation", text, metrics, [gif])

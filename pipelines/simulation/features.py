@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -119,6 +120,38 @@ def add_random_walk_noise(history: torch.Tensor, noise_std: float, generator: to
     return history + position_noise
 
 
+@dataclass(frozen=True)
+class NormalizerStatistics:
+    """A dataset's velocity and acceleration statistics, as a model receives them (and its checkpoint keeps them).
+
+    The DataModule computes them (:attr:`~pipelines.simulation.data.SimulationDataModule.statistics`: the
+    metadata's statistics widened by the training noise); the command line links them into the model's
+    constructor.
+
+    Attributes:
+        vel_mean: (D,) mean velocity per axis, metres/step.
+        vel_std: (D,) velocity standard deviation per axis, metres/step, > 0.
+        acc_mean: (D,) mean acceleration per axis, metres/step^2.
+        acc_std: (D,) acceleration standard deviation per axis, metres/step^2, > 0.
+    """
+
+    vel_mean: tuple[float, ...]
+    vel_std: tuple[float, ...]
+    acc_mean: tuple[float, ...]
+    acc_std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        d = len(self.vel_mean)
+        if any(len(getattr(self, n)) != d for n in ("vel_std", "acc_mean", "acc_std")):
+            raise ValueError(f"NormalizerStatistics: all statistics must have D = {d} values, got "
+                             f"{[len(getattr(self, n)) for n in ('vel_std', 'acc_mean', 'acc_std')]}")
+
+    @property
+    def dim(self) -> int:
+        """Number of axes D."""
+        return len(self.vel_mean)
+
+
 class Normalizer(torch.nn.Module):
     """Per-axis standardisation of velocities and accelerations (buffers, saved with the model).
 
@@ -167,6 +200,16 @@ class Normalizer(torch.nn.Module):
         for key in ("vel_std", "acc_std"):
             stats[key] = torch.sqrt(stats[key] ** 2 + float(noise_std) ** 2)
         return cls(**stats)
+
+    @classmethod
+    def from_statistics(cls, statistics: NormalizerStatistics) -> Normalizer:
+        """Build from :class:`NormalizerStatistics` (used as given: stds must be > 0)."""
+        return cls(statistics.vel_mean, statistics.vel_std, statistics.acc_mean, statistics.acc_std)
+
+    def statistics(self) -> NormalizerStatistics:
+        """The buffers as :class:`NormalizerStatistics` (float32 values as Python floats, exactly)."""
+        return NormalizerStatistics(*(tuple(getattr(self, n).tolist())
+                                      for n in ("vel_mean", "vel_std", "acc_mean", "acc_std")))
 
     @classmethod
     def identity(cls, dim: int) -> Normalizer:

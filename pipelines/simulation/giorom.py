@@ -9,9 +9,10 @@ whatever the resolution at which the solution is wanted, and each query costs a 
 module is a re-implementation of that idea in the GNS conventions of this package (not GIOROM's code):
 
 1. **Sampling** (:func:`sample_indices`): each step picks ``n`` of the N current particles, by farthest-point
-   sampling (spread evenly over the material; on the CPU exact greedy FPS in float64 NumPy, optionally over a random
-   candidate subset of ``fps_candidates * n`` particles so that a 100k cloud costs O(n^2) rather than O(n N)) or
-   uniformly at random. ``num_samples`` is a count (int) or a fraction of N (float in (0, 1]).
+   sampling (spread evenly over the material; exact greedy FPS, :func:`ops.sampling.farthest_point_sampling`,
+   optionally over a random candidate subset of ``fps_candidates * n`` particles so that a 100k cloud costs O(n^2)
+   rather than O(n N)) or uniformly at random. ``num_samples`` is a count (int) or a fraction of N (float in
+   (0, 1]). These settings are :class:`SamplingSettings`.
 2. **Reduced time-stepper** on the samples: GNS's node features (5 standardised velocities, wall distances, type
    embedding; :mod:`pipelines.simulation.features`), plus by default the 4 past accelerations standardised by
    ``acc_std`` (:func:`acceleration_features`; on MPM data with elastic vibrations the next acceleration is about
@@ -33,37 +34,37 @@ module is a re-implementation of that idea in the GNS conventions of this packag
    integral over the k neighbours. The query's own node features (as the samples', with wall distances in the
    data's connectivity radius) are encoded by a small MLP, and a decoder MLP maps ``[I(q), self(q)]`` to the
    query's standardised acceleration. Nothing in a query's output depends on the other queries, so the operator is
-   evaluated at any resolution. Its cost per query is ``O(k * kernel_width^2 + query_latent^2)``: every (query,
-   sample) pair carries only ``kernel_width`` (16) channels for k = 4 neighbours, the per-query encoder and decoder
-   ``query_latent`` (32), and the queries are processed in chunks of ``query_chunk`` (16384) so that the per-pair
-   tensors stay small (at 100k queries, unchunked 25-50 MB temporaries cost more in fresh-page faults than in
-   arithmetic). The processor's cost on the n samples is fixed whatever the number of queries.
+   evaluated at any resolution. Its cost per query is ``O(k * kernel_width^2 + latent^2)``: every (query, sample)
+   pair carries only ``kernel_width`` (16) channels for k = 4 neighbours, the per-query encoder and decoder
+   ``latent`` (32), and the queries are processed in chunks of ``chunk`` (16384) so that the per-pair tensors stay
+   small (at 100k queries, unchunked 25-50 MB temporaries cost more in fresh-page faults than in arithmetic); these
+   settings are :class:`QuerySettings`. The processor's cost on the n samples is fixed whatever the number of
+   queries.
 
 All inputs are relative (velocities, wall distances, displacements), so the model is translation invariant.
 Accelerations are in metres/step^2 and time in stored steps (see :mod:`pipelines.simulation.features`).
 
-:class:`GIOROMModule` trains it on sparse inputs (a fresh sample of every noisy training window, supervised at all
-particles of the window or a random subset of them) and evaluates it at full resolution: validation rolls out every
-particle (each step re-samples the current cloud with a fixed seed and queries all particles, each integrated with
-its own history), logging :func:`geo3d.metrics.simulation.rollout_metrics` beside the constant-velocity baseline's
-exactly as :class:`~pipelines.simulation.gns.GNSModule` does (its evaluation methods are reused).
+:class:`~pipelines.simulation.module.GIOROMModule` trains it on sparse inputs (a fresh sample of every noisy
+training window, supervised at all particles of the window or a random subset of them) and evaluates it at full
+resolution: validation rolls out every particle (each step re-samples the current cloud with a fixed seed and
+queries all particles, each integrated with its own history), logging
+:func:`geo3d.metrics.simulation.rollout_metrics` beside the constant-velocity baseline's, with the evaluation
+:class:`~pipelines.simulation.module.GNSModule` uses (their shared base class).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from geo3d.errors import InputError
 from ops.neighbors import knn, radius_graph
+from ops.sampling import farthest_point_sampling
 from pipelines.simulation.features import (
     HISTORY,
-    KINEMATIC_TYPE,
     Normalizer,
     edge_features,
     load_statistics,
@@ -71,60 +72,16 @@ from pipelines.simulation.features import (
     node_features,
     velocities,
 )
-from pipelines.simulation.gns import GNSModule, particle_bounds
+from pipelines.simulation.gns import NetworkSettings, particle_bounds
 from pipelines.simulation.layers import MLP, EncodeProcessDecode
 
 SAMPLE_METHODS = ("fps", "random")
 
+NETWORK = NetworkSettings(latent=64, steps=4)
+"""GIOROM's default processor: smaller than GNS's (latent 64, 4 message-passing steps)."""
+
 
 # --- sampling ------------------------------------------------------------------------------------------------------
-
-def farthest_point_sampling(points: torch.Tensor, count: int, start: int = 0) -> torch.Tensor:
-    """Exact greedy farthest-point sampling.
-
-    Starting from ``start``, repeatedly add the point whose distance to the already chosen ones is largest (ties:
-    the lowest index). Distances are computed in float64 (NumPy on the CPU, whose threads do not stall on a busy
-    machine as torch's do; torch on other devices).
-
-    Args:
-        points: (N, D) positions, metres.
-        count: points to pick, 0 <= count <= N.
-        start: index of the first point.
-
-    Returns:
-        (count,) int64 indices into ``points`` in the order picked, on ``points``' device.
-    """
-    n = points.shape[0]
-    if not 0 <= count <= n:
-        raise ValueError(f"farthest_point_sampling: count must lie in [0, {n}], got {count}")
-    if count and not 0 <= start < n:
-        raise ValueError(f"farthest_point_sampling: start must lie in [0, {n}), got {start}")
-    if points.device.type == "cpu":
-        axes = np.ascontiguousarray(points.detach().double().numpy().T)  # (D, N): contiguous 1-D passes
-        out = np.empty(count, dtype=np.int64)
-        nearest = np.full(n, np.inf)
-        d2, diff = np.empty(n), np.empty(n)
-        last = start
-        for i in range(count):
-            out[i] = last
-            d2.fill(0.0)
-            for axis in axes:  # ((0 + dx^2) + dy^2) + dz^2
-                np.subtract(axis, axis[last], out=diff)
-                np.multiply(diff, diff, out=diff)
-                np.add(d2, diff, out=d2)
-            np.minimum(nearest, d2, out=nearest)
-            last = int(nearest.argmax())
-        return torch.from_numpy(out)
-    p = points.detach().double()
-    out = torch.empty(count, dtype=torch.int64, device=points.device)
-    nearest = torch.full((n,), math.inf, dtype=torch.float64, device=points.device)
-    last = torch.tensor(start, device=points.device)
-    for i in range(count):
-        out[i] = last
-        nearest = torch.minimum(nearest, (p - p[last]).square().sum(dim=1))
-        last = torch.argmax(nearest)
-    return out
-
 
 def sample_indices(points: torch.Tensor, count: int, method: str = "fps", generator: torch.Generator | None = None,
                    fps_candidates: int | None = None) -> torch.Tensor:
@@ -200,6 +157,61 @@ def _groups(batch: torch.Tensor | None, n: int, device: torch.device) -> list[to
     return [g for g in torch.split(order, torch.bincount(batch).tolist()) if len(g)]
 
 
+# --- settings ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How GIOROM picks the sparse samples its processor runs on (:meth:`GIOROM.sample`).
+
+    Attributes:
+        num_samples: samples per cloud: an int is a count, a float in (0, 1] a fraction of the particles
+            (:func:`resolve_count`).
+        method: ``"fps"`` (farthest-point sampling from a random start) or ``"random"`` (:func:`sample_indices`).
+        fps_candidates: FPS over a random subset of ``fps_candidates * n`` particles when the cloud is larger
+            (None: exact FPS over all).
+        sparse_radius: radius of the samples' graph, metres (None: ``radius_factor * radius * (N / n)^(1/D)``).
+        radius_factor: multiplier of the automatic sparse radius.
+        seed: seed of the sampling in eval mode (deterministic rollouts); training mode uses the global RNG.
+    """
+
+    num_samples: int | float = 0.125
+    method: str = "fps"
+    fps_candidates: int | None = 4
+    sparse_radius: float | None = None
+    radius_factor: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in SAMPLE_METHODS:
+            raise ValueError(f"GIOROM: sample must be one of {SAMPLE_METHODS}, got {self.method!r}")
+        resolve_count(self.num_samples, 1)  # validates
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """GIOROM's kernel-integral query stage (:meth:`GIOROM.query`).
+
+    Attributes:
+        neighbors: k, the samples each query integrates over (>= 1).
+        kernel_width: channels of the kernel integral (kernel MLP hidden and output, value map): the per-pair width.
+        latent: width of the query encoder and of the decoder's hidden layer (per query).
+        layers: hidden layers of the query stage's MLPs.
+        chunk: evaluate this many queries at a time (None: all at once). The output does not depend on it; chunks
+            keep the per-pair tensors small (cache-resident, and below the allocator's mmap threshold, so a step
+            does not page-fault fresh memory for them).
+    """
+
+    neighbors: int = 4
+    kernel_width: int = 16
+    latent: int = 32
+    layers: int = 1
+    chunk: int | None = 16384
+
+    def __post_init__(self) -> None:
+        if self.neighbors < 1:
+            raise ValueError(f"GIOROM: query_neighbors must be >= 1, got {self.neighbors}")
+
+
 # --- the model -----------------------------------------------------------------------------------------------------
 
 class GIOROM(nn.Module):
@@ -207,65 +219,43 @@ class GIOROM(nn.Module):
 
     Args:
         dim: number of axes D (2 or 3).
-        latent: latent width of the sparse graph's nodes and edges (the processor).
-        steps: message-passing steps on the sparse graph.
-        mlp_layers: hidden layers of the processor's MLPs.
-        num_particle_types: size of the type embedding table (GNS: 9).
-        type_embedding: width of the particle-type embedding.
+        network: the processor on the sparse graph (:class:`~pipelines.simulation.gns.NetworkSettings`; the
+            decoder is not used, the query stage decodes).
+        sampling: how the samples are picked and the sparse graph's radius.
+        query: the kernel-integral query stage.
         radius: the data's connectivity radius, metres (a buffer; :meth:`set_statistics` updates it).
-        history: window length H.
-        num_samples: sparse samples per cloud: an int is a count, a float in (0, 1] a fraction of the particles.
-        sample: ``"fps"`` or ``"random"`` (:func:`sample_indices`).
-        fps_candidates: FPS over a random subset of ``fps_candidates * n`` particles when the cloud is larger
-            (None: exact FPS over all).
-        sparse_radius: radius of the samples' graph, metres (None: ``radius_factor * radius * (N / n)^(1/D)``).
-        radius_factor: multiplier of the automatic sparse radius.
-        max_neighbors: keep at most this many neighbours per sample in the sparse graph (None: all).
-        query_neighbors: k, the samples each query integrates over.
-        kernel_width: channels of the kernel integral (kernel MLP hidden and output, value map): the per-pair width.
-        query_latent: width of the query encoder and of the decoder's hidden layer (per query).
-        query_layers: hidden layers of the query stage's MLPs.
-        sample_seed: seed of the sampling in eval mode (deterministic rollouts); training mode uses the global RNG.
         acceleration_features: also feed every node its 4 past accelerations standardised by ``acc_std``
             (:func:`acceleration_features`; not in GNS, see the module docstring).
-        query_chunk: evaluate the query stage this many queries at a time (None: all at once). The output does not
-            depend on it; chunks keep the per-pair tensors small (cache-resident, and below the allocator's mmap
-            threshold, so a step does not page-fault fresh memory for them).
+        history: window length H.
 
-    Buffers: ``radius`` (scalar float64) and ``normalizer.*`` (D,) statistics, identity until
-    :meth:`set_statistics`.
+    Attributes ``query_chunk`` (from ``query.chunk``) and the others read by the stages may be changed after
+    construction (e.g. the chunk size). Buffers: ``radius`` (scalar float64) and ``normalizer.*`` (D,)
+    statistics, identity until :meth:`set_statistics`.
     """
 
-    def __init__(self, dim: int = 2, latent: int = 64, steps: int = 4, mlp_layers: int = 2,
-                 num_particle_types: int = 9, type_embedding: int = 16, radius: float = 0.015,
-                 history: int = HISTORY, num_samples: int | float = 0.125, sample: str = "fps",
-                 fps_candidates: int | None = 4, sparse_radius: float | None = None, radius_factor: float = 1.0,
-                 max_neighbors: int | None = None, query_neighbors: int = 4, kernel_width: int = 16,
-                 query_latent: int = 32, query_layers: int = 1, sample_seed: int = 0,
-                 acceleration_features: bool = True, query_chunk: int | None = 16384):
+    def __init__(self, dim: int = 2, network: NetworkSettings = NETWORK,
+                 sampling: SamplingSettings = SamplingSettings(), query: QuerySettings = QuerySettings(),
+                 radius: float = 0.015, acceleration_features: bool = True, history: int = HISTORY):
         super().__init__()
-        if sample not in SAMPLE_METHODS:
-            raise ValueError(f"GIOROM: sample must be one of {SAMPLE_METHODS}, got {sample!r}")
-        resolve_count(num_samples, 1)  # validates
-        if query_neighbors < 1:
-            raise ValueError(f"GIOROM: query_neighbors must be >= 1, got {query_neighbors}")
-        self.dim, self.history, self.max_neighbors = dim, history, max_neighbors
-        self.num_particle_types = num_particle_types
-        self.num_samples, self.sample_method, self.fps_candidates = num_samples, sample, fps_candidates
-        self.fixed_sparse_radius, self.radius_factor = sparse_radius, float(radius_factor)
-        self.query_neighbors, self.sample_seed, self.query_chunk = query_neighbors, sample_seed, query_chunk
+        self.dim, self.history, self.max_neighbors = dim, history, network.max_neighbors
+        self.num_particle_types = network.num_particle_types
+        self.num_samples, self.sample_method, self.fps_candidates = (sampling.num_samples, sampling.method,
+                                                                     sampling.fps_candidates)
+        self.fixed_sparse_radius, self.radius_factor = sampling.sparse_radius, float(sampling.radius_factor)
+        self.query_neighbors, self.sample_seed, self.query_chunk = query.neighbors, sampling.seed, query.chunk
         self.normalizer = Normalizer.identity(dim)
         self.register_buffer("radius", torch.tensor(float(radius), dtype=torch.float64))
-        self.type_embedding = nn.Embedding(num_particle_types, type_embedding)
+        self.type_embedding = nn.Embedding(network.num_particle_types, network.type_embedding)
         self.use_acceleration_features = acceleration_features
-        node_in = (history - 1) * dim + 2 * dim + type_embedding + (history - 2) * dim * int(acceleration_features)
-        self.net = EncodeProcessDecode(node_in, dim + 1, latent, steps, dim, mlp_layers)
+        node_in = ((history - 1) * dim + 2 * dim + network.type_embedding
+                   + (history - 2) * dim * int(acceleration_features))
+        self.net = EncodeProcessDecode(node_in, dim + 1, network.latent, network.steps, dim, network.mlp_layers)
         del self.net.decoder  # the query stage decodes; keeps the checkpoint free of unused weights
         kernel_in = 2 * dim + 1
-        self.kernel = MLP(kernel_in, kernel_width, kernel_width, query_layers, layer_norm=False)
-        self.value = nn.Linear(latent, kernel_width)
-        self.query_encoder = MLP(node_in, query_latent, query_latent, query_layers)
-        self.decoder = MLP(kernel_width + query_latent, query_latent, dim, query_layers, layer_norm=False)
+        self.kernel = MLP(kernel_in, query.kernel_width, query.kernel_width, query.layers, layer_norm=False)
+        self.value = nn.Linear(network.latent, query.kernel_width)
+        self.query_encoder = MLP(node_in, query.latent, query.latent, query.layers)
+        self.decoder = MLP(query.kernel_width + query.latent, query.latent, dim, query.layers, layer_norm=False)
 
     def set_statistics(self, normalizer: Normalizer, radius: float) -> None:
         """Copy a dataset's normaliser statistics and connectivity radius into the buffers (:func:`load_statistics`)."""
@@ -470,97 +460,3 @@ class GIOROM(nn.Module):
         """Next positions (N, D) of all particles, metres: semi-implicit Euler on :meth:`predict_acceleration`
         (each particle with its own history)."""
         return next_position(history, self.predict_acceleration(history, particle_types, bounds, batch=batch))
-
-
-# --- training ------------------------------------------------------------------------------------------------------
-
-class GIOROMModule(pl.LightningModule):
-    """Training (sparse) and full-resolution evaluation of :class:`GIOROM`.
-
-    Training: every noisy window of the datamodule is re-sampled (a fresh random FPS start or random subset), the
-    processor runs on the samples, and the loss is the MSE of the standardised acceleration at the query points:
-    all particles of the window, or ``train_queries`` of them drawn at random (kinematic particles masked out).
-    Evaluation reuses :class:`~pipelines.simulation.gns.GNSModule`'s: one-step ``val/loss`` on clean windows at all
-    particles, rollouts of every particle (deterministic sampling, seed ``sample_seed``), ``rollout_metrics``
-    (``mse_1/5/20/full``, ``chamfer``, ``ekin_error``) and the constant-velocity ``baseline_*``. At ``setup`` the
-    datamodule's normaliser and radius are copied into the model's buffers, so checkpoints carry them.
-
-    Args:
-        dim, latent, steps, mlp_layers, num_particle_types, type_embedding, num_samples, sample, fps_candidates,
-            sparse_radius, radius_factor, max_neighbors, query_neighbors, kernel_width, query_latent, query_layers,
-            sample_seed, acceleration_features: see :class:`GIOROM`.
-        train_queries: query points per training batch: None = all particles, an int a count, a float in (0, 1]
-            a fraction of the batch's particles.
-        radius: connectivity radius, metres (None: the datamodule's).
-        lr: Adam learning rate at step 0.
-        lr_final: learning rate reached at ``trainer.max_steps`` (exponential decay).
-        val_rollout_steps: steps rolled out per validation trajectory.
-        test_rollout_steps: steps per test trajectory (None: to the end).
-        val_windows: clean one-step windows per validation trajectory for ``val/loss``.
-        particle_mass: particle mass for the kinetic-energy error, kg.
-    """
-
-    def __init__(self, dim: int = 2, latent: int = 64, steps: int = 4, mlp_layers: int = 2,
-                 num_particle_types: int = 9, type_embedding: int = 16, num_samples: int | float = 0.125,
-                 sample: str = "fps", fps_candidates: int | None = 4, sparse_radius: float | None = None,
-                 radius_factor: float = 1.0, max_neighbors: int | None = None, query_neighbors: int = 4,
-                 kernel_width: int = 16, query_latent: int = 32, query_layers: int = 1, sample_seed: int = 0,
-                 train_queries: int | float | None = None, radius: float | None = None, lr: float = 1e-3,
-                 lr_final: float = 1e-5, val_rollout_steps: int = 20, test_rollout_steps: int | None = None,
-                 val_windows: int = 16, particle_mass: float = 1.0, acceleration_features: bool = True):
-        super().__init__()
-        self.save_hyperparameters()
-        if train_queries is not None:
-            resolve_count(train_queries, 1)  # validates
-        self.model = GIOROM(dim, latent, steps, mlp_layers, num_particle_types, type_embedding,
-                            radius=radius if radius is not None else 1.0, num_samples=num_samples, sample=sample,
-                            fps_candidates=fps_candidates, sparse_radius=sparse_radius, radius_factor=radius_factor,
-                            max_neighbors=max_neighbors, query_neighbors=query_neighbors, kernel_width=kernel_width,
-                            query_latent=query_latent, query_layers=query_layers, sample_seed=sample_seed,
-                            acceleration_features=acceleration_features)
-
-    # GNSModule's data hooks, evaluation and optimiser work unchanged on any model with ``history``, ``step`` and
-    # ``set_statistics``; reuse them rather than copy them.
-    setup = GNSModule.setup
-    _clean_windows = GNSModule._clean_windows
-    rollout_trajectory = GNSModule.rollout_trajectory
-    _evaluate = GNSModule._evaluate
-    validation_step = GNSModule.validation_step
-    test_step = GNSModule.test_step
-    predict_step = GNSModule.predict_step
-    configure_optimizers = GNSModule.configure_optimizers
-
-    def forward(self, history: torch.Tensor, particle_types: torch.Tensor, bounds: torch.Tensor,
-                query_history: torch.Tensor | None = None, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """Accelerations (Q, D), metres/step^2 (:meth:`GIOROM.predict_acceleration`)."""
-        return self.model.predict_acceleration(history, particle_types, bounds, query_history, batch=batch)
-
-    def one_step_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """MSE of the standardised acceleration over non-kinematic query particles and axes (scalar).
-
-        In training mode with ``train_queries`` set, the queries are a random subset of the batch's particles;
-        otherwise all of them.
-
-        Args:
-            batch: :func:`~pipelines.simulation.data.collate_windows` output (target in metres/step^2).
-        """
-        history, types, bounds = batch["history"], batch["particle_types"], batch["bounds"]
-        items = batch.get("batch")
-        target = batch["target_acceleration"]
-        kwargs: dict[str, Any] = {"batch": items}
-        if self.training and self.hparams.train_queries is not None:
-            n = history.shape[1]
-            chosen = torch.randperm(n)[:resolve_count(self.hparams.train_queries, n)].to(history.device)
-            types_q, target = types[chosen], target[chosen]
-            kwargs.update(query_history=history[:, chosen], query_types=types_q,
-                          query_batch=items[chosen] if items is not None else None)
-        else:
-            types_q = types
-        pred = self.model(history, types, bounds, **kwargs)
-        err = ((pred - self.model.normalizer.normalize_acceleration(target)) ** 2)[types_q != KINEMATIC_TYPE]
-        return err.mean() if err.numel() else pred.sum() * 0.0
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.one_step_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["num_particles"]))
-        return loss

@@ -4,9 +4,12 @@ The simulation configs list :class:`RolloutWriter` among the trainer callbacks, 
 
     geo3d predict --config configs/simulation/giorom_elastic_tiny_cpu.yaml --ckpt_path CKPT
 
-rolls every test trajectory out to its end (``GNSModule.predict_step``; GIOROM evaluates every particle) and
-writes ``<output_dir>/rollout_<i>.h5`` (:mod:`geo3d.io.rollout`: prediction, ground truth and the
-constant-velocity baseline), which ``geo3d view rollout_<i>.h5 [--out rollout.gif]`` plays.
+rolls every test trajectory out to its end (:meth:`~pipelines.simulation.module.SimulatorModule.predict_step`;
+GIOROM evaluates every particle) and writes ``<output_dir>/rollout_<i>.h5`` (:mod:`geo3d.io.rollout`: prediction,
+ground truth and the constant-velocity baseline), which ``geo3d view rollout_<i>.h5 [--out rollout.gif]`` plays.
+The checkpoint is checked by :func:`geo3d.io.checkpoint.check_checkpoint` before Lightning loads its weights; to
+load one in Python, use :func:`geo3d.io.checkpoint.load_module` (``load_module(path, GIOROMModule)``), which also
+upgrades checkpoints written before the settings were grouped.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from geo3d.io.rollout import Rollout, write_rollout
 
 
 def rollout_from_prediction(prediction: dict[str, Any], dt: float) -> Rollout:
-    """A :class:`~geo3d.io.rollout.Rollout` from ``GNSModule.predict_step``'s output.
+    """A :class:`~geo3d.io.rollout.Rollout` from :meth:`~pipelines.simulation.module.SimulatorModule.predict_step`'s
+    output.
 
     Args:
         prediction: ``{"history": (H, N, D), "pred"/"true"/"baseline": (S, N, D) metres, "particle_types": (N,),

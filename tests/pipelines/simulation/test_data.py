@@ -149,7 +149,7 @@ def test_bad_metadata_and_data_raise_one_line_input_errors(tmp_path):
     config = tmp_path / "fit.yaml"
     config.write_text(
         "trainer: {max_steps: 1, logger: false, enable_checkpointing: false, enable_progress_bar: false}\n"
-        "model: {class_path: pipelines.simulation.gns.GNSModule, init_args: {latent: 8, steps: 1}}\n"
+        "model: {class_path: pipelines.simulation.module.GNSModule, init_args: {network: {latent: 8, steps: 1}}}\n"
         f"data: {{class_path: pipelines.simulation.data.SimulationDataModule, init_args: {{path: '{nan}'}}}}\n")
     import contextlib
     import io

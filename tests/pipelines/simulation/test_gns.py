@@ -13,8 +13,9 @@ from geo3d.errors import InputError
 from ops.neighbors import radius_graph
 from pipelines.simulation.data import SimulationDataModule, collate_windows, write_analytic_dataset
 from pipelines.simulation.features import HISTORY, Normalizer
-from pipelines.simulation.gns import GNS, GNSModule
+from pipelines.simulation.gns import GNS, NetworkSettings
 from pipelines.simulation.layers import MLP, EncodeProcessDecode, InteractionNetwork, Processor
+from pipelines.simulation.module import EvaluationSettings, GNSModule, OptimSettings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -66,7 +67,7 @@ def test_processor_and_encode_process_decode():
 
 def _model(dim: int = 2) -> GNS:
     torch.manual_seed(0)
-    model = GNS(dim=dim, latent=16, steps=2, radius=0.3).double()
+    model = GNS(dim, NetworkSettings(latent=16, steps=2), radius=0.3).double()
     stats = Normalizer([0.0] * dim, [0.01] * dim, [0.0] * dim, [0.001] * dim)
     model.set_statistics(stats, 0.3)
     return model
@@ -111,7 +112,7 @@ def _dataset(tmp_path):
 
 
 def test_kinematic_particles_are_masked_from_the_loss(tmp_path):
-    module = GNSModule(latent=16, steps=1)
+    module = GNSModule(network=NetworkSettings(latent=16, steps=1))
     dm = SimulationDataModule(str(_dataset(tmp_path)), noise_std=0.0)
     dm.setup("fit")
     batch = collate_windows([dm.train_set[0], dm.train_set[5]])
@@ -126,8 +127,8 @@ def test_short_training_lowers_the_one_step_loss(tmp_path):
     # noise well below the accelerations (~2e-4 m/step^2 here), so that 150 steps show learning
     dm = SimulationDataModule(str(_dataset(tmp_path)), batch_size=4, noise_std=1e-5)
     dm.setup("fit")
-    module = GNSModule(latent=32, steps=2, lr=3e-3, lr_final=3e-3)
-    module.model.set_statistics(dm.normalizer(), dm.radius)
+    module = GNSModule(dm.dim, NetworkSettings(latent=32, steps=2), OptimSettings(lr=3e-3, lr_final=3e-3),
+                       radius=dm.radius, statistics=dm.statistics)
     clean = SimulationDataModule(str(dm.path), noise_std=0.0)
     clean.setup("fit")
     fixed = collate_windows([clean.train_set[i] for i in range(0, len(clean.train_set), 3)])
@@ -152,7 +153,8 @@ def _cycle(loader):
 
 def test_fit_validates_with_rollout_metrics(tmp_path):
     dm = SimulationDataModule(str(_dataset(tmp_path)), batch_size=2, max_train_windows=8)
-    module = GNSModule(latent=16, steps=1, lr=1e-3, val_rollout_steps=10)
+    module = GNSModule(dm.dim, NetworkSettings(latent=16, steps=1), OptimSettings(lr=1e-3),
+                       EvaluationSettings(val_rollout_steps=10), radius=dm.radius, statistics=dm.statistics)
     trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
     trainer.fit(module, dm)
@@ -161,8 +163,10 @@ def test_fit_validates_with_rollout_metrics(tmp_path):
                 "val/baseline_mse_5", "val/rollout_failed"):
         assert key in metrics, key
     assert "val/mse_20" not in metrics  # 10 rollout steps only
-    assert module.model.radius.item() == pytest.approx(0.15)
-    assert module.model.normalizer.vel_std.tolist() == pytest.approx(dm.normalizer().vel_std.tolist())
+    # the data's radius and statistics (noise included) are the model's buffers and hyper-parameters
+    assert module.model.radius.item() == 0.15 and module.hparams.radius == 0.15
+    assert torch.equal(module.model.normalizer.vel_std, dm.normalizer().vel_std)
+    assert module.hparams.statistics.vel_std == tuple(dm.normalizer().vel_std.tolist())
     trainer.test(module, dm)
     assert "test/mse_full" in trainer.callback_metrics
     (out,) = trainer.predict(module, dm)
@@ -180,7 +184,7 @@ def test_tiny_config_parses():
 
 def test_failed_rollouts_log_inf_and_bad_inputs_raise(tmp_path, random_history):
     dm = SimulationDataModule(str(_dataset(tmp_path)))
-    module = GNSModule(latent=8, steps=1, val_rollout_steps=7)
+    module = GNSModule(network=NetworkSettings(latent=8, steps=1), evaluation=EvaluationSettings(val_rollout_steps=7))
     module.model.step = lambda history, *args: torch.full_like(history[-1], float("nan"))
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")
@@ -188,8 +192,8 @@ def test_failed_rollouts_log_inf_and_bad_inputs_raise(tmp_path, random_history):
     metrics = trainer.callback_metrics
     assert metrics["val/rollout_failed"] == 1.0 and metrics["val/mse_full"] == float("inf")
     assert metrics["val/mse_5"] == float("inf") and "val/mse_20" not in metrics
-    with pytest.raises(InputError, match=r"metadata\.json: the data is 2D but the model has dim=3"):
-        trainer.validate(GNSModule(dim=3, latent=8, steps=1), dm)
+    with pytest.raises(ValueError, match="GNSModule: statistics have 2 axes but dim is 3"):
+        GNSModule(dim=3, network=NetworkSettings(latent=8, steps=1), statistics=dm.statistics)
     model = _model()
     with pytest.raises(InputError, match=r"particle types must lie in \[0, 9\)"):
         model.predict_acceleration(random_history(4, 2), torch.tensor([0, 1, 9, 2]), torch.tensor([[0.0, 1.0]] * 2))
