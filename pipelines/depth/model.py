@@ -369,11 +369,9 @@ class DepthCompletionNet(nn.Module):
         (torch.Size([1, 1, 32, 48]), 5.0)
     """
 
-    def __init__(self, network: NetworkSettings | None = None, integration: IntegrationSettings | None = None,
-                 blend: BlendSettings | None = None):
+    def __init__(self, network: NetworkSettings = NetworkSettings(),
+                 integration: IntegrationSettings = IntegrationSettings(), blend: BlendSettings = BlendSettings()):
         super().__init__()
-        network, integration = network or NetworkSettings(), integration or IntegrationSettings()
-        blend = blend or BlendSettings()
         c = network.base_channels
         self.channels_last = network.channels_last
         self.obs_weight = network.obs_weight

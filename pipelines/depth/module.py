@@ -211,14 +211,13 @@ class DepthCompletion(pl.LightningModule):
         (BlendSettings(enabled=True, version=3), 0.002)
     """
 
-    def __init__(self, network: NetworkSettings | None = None, integration: IntegrationSettings | None = None,
-                 blend: BlendSettings | None = None, loss: LossWeights | None = None,
-                 optim: OptimSettings | None = None, max_depth: float | None = 80.0):
+    def __init__(self, network: NetworkSettings = NetworkSettings(),
+                 integration: IntegrationSettings = IntegrationSettings(), blend: BlendSettings = BlendSettings(),
+                 loss: LossWeights = LossWeights(), optim: OptimSettings = OptimSettings(),
+                 max_depth: float | None = 80.0):
         super().__init__()
-        network, integration = network or NetworkSettings(), integration or IntegrationSettings()
-        blend, loss, optim = blend or BlendSettings(), loss or LossWeights(), optim or OptimSettings()
-        # the groups as built here (under the Lightning CLI: its config, with the class path, so that a --ckpt_path
-        # can be parsed back into the config)
+        # every field, defaults included (under the Lightning CLI: its config, with the class path, so that a
+        # --ckpt_path can be parsed back into the config)
         self.save_hyperparameters()
         self.loss_weights, self.optim, self.max_depth = loss, optim, max_depth
         self.net = DepthCompletionNet(network, integration, blend)
