@@ -7,7 +7,8 @@ model by :meth:`GeoLightningCLI.add_arguments_to_parser` (jsonargparse's ``link_
   not a config key at all, and ``--print_config`` shows it once, under ``data``;
 * at instantiation (``apply_on="instantiate"``), for values the DataModule computes from its files (e.g. the
   simulation's connectivity radius and normaliser statistics): the model receives them as constructor
-  arguments, so they are saved in its hyper-parameters and the checkpoint carries them.
+  arguments, so they are saved in its hyper-parameters and the checkpoint carries them. Such a link names the
+  DataModule's attribute (``data.radius``), so it is skipped for DataModules without one.
 
 A link whose target is not an argument of the chosen model class is skipped by jsonargparse, so one CLI class
 serves all five pipelines: each pipeline's links name arguments only its own classes have. No model reads
@@ -16,11 +17,13 @@ serves all five pipelines: each pipeline's links name arguments only its own cla
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from geo3d.io.checkpoint import check_checkpoint
+from geo3d.io.checkpoint import check_checkpoint, upgrade_hparams
 
 
 class Link(NamedTuple):
@@ -33,20 +36,10 @@ class Link(NamedTuple):
     on: str = "parse"
 
 
-def _attribute(name: str) -> Callable[[Any], Any]:
-    """A compute function for instantiate-time links: the DataModule's attribute ``name``."""
-
-    def get(datamodule: Any) -> Any:
-        return getattr(datamodule, name)
-
-    get.__name__ = f"datamodule_{name}"
-    return get
-
-
 LINKS: tuple[Link, ...] = (
     # --- detection ---
     # --- splatting ---
-    Link("data", "model.init_args.scene", _attribute("scene"), "instantiate"),  # loaded views, background, split
+    Link("data.scene", "model.init_args.scene", on="instantiate"),  # the loaded views, background and split
     # --- surface ---
     # --- depth ---
     # --- simulation ---
@@ -58,6 +51,7 @@ LINKS: tuple[Link, ...] = (
 
 
 def _make_cli_class():
+    import torch
     from pytorch_lightning.cli import LightningCLI
 
     class GeoLightningCLI(LightningCLI):
@@ -70,6 +64,31 @@ def _make_cli_class():
                                           apply_on="instantiate")
                 else:
                     parser.link_arguments(link.source, link.target, compute_fn=link.compute)
+
+        def _parse_ckpt_path(self) -> None:
+            """Lightning merges a ``--ckpt_path`` checkpoint's hyper-parameters into the config (``validate``,
+            ``test``, ``predict``); those of a checkpoint written before a module's settings were grouped are
+            upgraded first (the config's model class's ``upgrade_hparams``), as :func:`load_module` does."""
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters")
+                           or {})
+            class_path = self.config[subcommand].get("model", {}).get("class_path") or hparams.get("_class_path")
+            if class_path:
+                module, _, name = class_path.rpartition(".")
+                hparams = upgrade_hparams(hparams, getattr(importlib.import_module(module), name), as_dicts=True)
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return
+            model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams} if "_class_path" in hparams \
+                else hparams
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+            except SystemExit:
+                sys.stderr.write(f"geo3d: error: {ckpt_path}: its hyper-parameters do not fit the config's model\n")
+                raise
 
         def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)

@@ -103,14 +103,11 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
     check_checkpoint(path)
     path = Path(path)
     source: Any = str(path)
-    upgrade = getattr(cls, "upgrade_hparams", None)
     try:
-        if upgrade is not None:
+        if getattr(cls, "upgrade_hparams", None) is not None:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
             hparams = dict(ckpt.get("hyper_parameters") or {})
-            upgraded = upgrade(hparams)
-            if "_instantiator" in upgraded:  # written by the Lightning CLI: jsonargparse rebuilds groups from dicts
-                upgraded = {key: _as_dict(value) for key, value in upgraded.items()}
+            upgraded = upgrade_hparams(hparams, cls, as_dicts="_instantiator" in hparams)
             if upgraded != hparams:  # rewrite only what needs it; the file itself is never touched
                 ckpt["hyper_parameters"] = upgraded
                 source = io.BytesIO()
@@ -123,6 +120,25 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
         first = (str(err).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"not a {cls.__name__} checkpoint ({type(err).__name__}: {first})") from None
     return model.eval()
+
+
+def upgrade_hparams(hparams: Mapping[str, Any], cls: type, as_dicts: bool = False) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters as ``cls``'s current signature takes them.
+
+    Args:
+        hparams: the checkpoint's ``hyper_parameters``.
+        cls: the module class; its ``upgrade_hparams(hparams) -> hparams`` is applied when it has one.
+        as_dicts: give the groups as plain dicts (what the Lightning CLI's jsonargparse parses: checkpoints
+            written by ``geo3d fit``, and ``--ckpt_path``) instead of dataclass instances.
+
+    Returns:
+        A new dict.
+    """
+    upgrade = getattr(cls, "upgrade_hparams", None)
+    upgraded = dict(upgrade(dict(hparams)) if upgrade is not None else hparams)
+    if as_dicts:
+        upgraded = {key: _as_dict(value) for key, value in upgraded.items()}
+    return upgraded
 
 
 def _as_dict(value: Any) -> Any:
