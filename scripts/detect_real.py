@@ -5,7 +5,7 @@ For every frame of DIR (a KITTI ``training`` folder with velodyne/, calib/ and l
 and in total: the labelled cars (Car, Van) in the model's range, how many a prediction of score >= --score finds at
 rotated BEV IoU >= --iou, the false positives at score >= --score, and apart from them the predictions outside the
 camera's view (KITTI labels only what the left camera sees, so they are not false positives) and inside DontCare
-regions. The rules are in ``pipelines/detection/real_scans.py``.
+regions. The rules are in ``pipelines/detection/predict.py``.
 
 Writes OUT/real_scans.md (table), OUT/real_scans.json and OUT/bev/<frame>.png (labels green, predictions with
 their scores: matches cyan, false positives red, out-of-view and DontCare ones grey). Bad input: one line on
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from geo3d.errors import InputError
-    from pipelines.detection.real_scans import evaluate_real_frames, load_detector
+    from pipelines.detection.predict import evaluate_real_frames, load_detector
 
     torch.set_num_threads(max(1, args.threads))
     try:

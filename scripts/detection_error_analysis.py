@@ -13,7 +13,7 @@ The rules are in ``pipelines/detection/error_analysis.py``. Bad input: one line 
 
 Usage:
     geo3d predict --config configs/detection/second_tiny_cpu.yaml --ckpt_path CKPT \\
-        --data.data_dir data/synth_kitti_seed1 --data.predict_split val --model.result_dir out/heldout_results
+        --data.data_dir data/synth_kitti_seed1 --data.splits.predict val --model.result_dir out/heldout_results
     python scripts/detection_error_analysis.py out/heldout_results data/synth_kitti_seed1 --out out/errors.md
 """
 

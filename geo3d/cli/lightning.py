@@ -38,6 +38,8 @@ class Link(NamedTuple):
 
 LINKS: tuple[Link, ...] = (
     # --- detection ---
+    Link("data.init_args.class_names", "model.init_args.class_names"),
+    Link("data.init_args.point_cloud_range", "model.init_args.point_cloud_range"),
     # --- splatting ---
     Link("data.scene", "model.init_args.scene", on="instantiate"),  # the loaded views, background and split
     # --- surface ---

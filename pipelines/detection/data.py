@@ -13,6 +13,7 @@ along for the KITTI evaluation and for writing results. In DDP, Lightning gives 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -211,33 +212,109 @@ def collate_frames(items: list[dict]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class SplitSettings:
+    """Which split each stage reads: a name (``ImageSets/<name>.txt``) or ``"all"`` (every velodyne file).
+
+    Attributes:
+        train: the training split.
+        val: the validation split.
+        test: the split of ``geo3d test``.
+        predict: the split of ``geo3d predict``.
+    """
+
+    train: str = "train"
+    val: str = "val"
+    test: str = "val"
+    predict: str = "val"
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Training-only augmentations (``augment.AugmentConfig``; ground-truth sampling is :class:`GTSamplingSettings`).
+
+    Attributes:
+        flip_x: random mirror across x.
+        rotation_range: ``[lo, hi]`` radians of the random global rotation.
+        scale_range: ``[lo, hi]`` of the random global scaling.
+        point_dropout: largest share of points dropped per frame (drawn per frame in ``[0, point_dropout]``,
+            e.g. 0.2); 0 disables.
+        point_jitter_std: gaussian noise on every point's x, y, z, metres (e.g. 0.015); 0 disables.
+        intensity_gain_range: ``[lo, hi]`` per-frame reflectance gain (e.g. ``[0.8, 1.2]``); ``[1, 1]`` disables.
+        intensity_noise_std: per-point additive reflectance noise (e.g. 0.03), clipped to [0, 1]; 0 disables.
+    """
+
+    flip_x: bool = True
+    rotation_range: tuple[float, float] = (-0.78539816, 0.78539816)
+    scale_range: tuple[float, float] = (0.95, 1.05)
+    point_dropout: float = 0.0
+    point_jitter_std: float = 0.0
+    intensity_gain_range: tuple[float, float] = (1.0, 1.0)
+    intensity_noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_range", "scale_range", "intensity_gain_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2:
+                raise ValueError(f"data.augment.{name}: expected [lo, hi], got {list(value)}")
+            object.__setattr__(self, name, value)
+        self.config({})  # AugmentConfig checks the values
+
+    def config(self, sample_counts: dict[int, int], sample_align_ground: bool = False) -> AugmentConfig:
+        """The :class:`~pipelines.detection.augment.AugmentConfig` of these settings and the ground-truth sampling
+        ``sample_counts`` (class index -> boxes per frame).
+
+        Raises:
+            ValueError: a value out of its range (the message names ``data.augment.<field>``).
+        """
+        try:
+            return AugmentConfig(
+                flip_x=bool(self.flip_x), rotation_range=self.rotation_range, scale_range=self.scale_range,
+                sample_counts=sample_counts, sample_align_ground=bool(sample_align_ground),
+                point_dropout=float(self.point_dropout), point_jitter_std=float(self.point_jitter_std),
+                intensity_gain_range=self.intensity_gain_range, intensity_noise_std=float(self.intensity_noise_std))
+        except ValueError as err:
+            raise ValueError(f"data.augment.{err}") from None
+
+
+@dataclass(frozen=True)
+class GTSamplingSettings:
+    """Ground-truth sampling: objects cut from the training split pasted into training frames.
+
+    Attributes:
+        counts: class name -> boxes per frame after sampling (e.g. ``{"Car": 15}``); empty disables it.
+        min_points: database objects need at least this many points.
+        align_ground: move each pasted object vertically onto the ground around it in its new frame (for scenes
+            whose ground is not one plane, e.g. ``geo3d synth kitti``'s sloping terrain).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    min_points: int = 5
+    align_ground: bool = False
+
+
+# Checkpoints may hold these (torch.load(weights_only=True) rebuilds only allow-listed classes); the module stores
+# them in its hyper-parameters as plain dicts anyway.
+torch.serialization.add_safe_globals([SplitSettings, AugmentSettings, GTSamplingSettings])
+
+
 class KittiDataModule(pl.LightningDataModule):
     """KITTI object splits for fit / validate / test / predict.
 
     Args:
         data_dir: folder with ``training/{velodyne,label_2,calib[,image_2]}`` and ``ImageSets/``.
-        class_names: classes to detect (must equal the model's).
-        point_cloud_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres (must equal the model's).
-        train_split, val_split, test_split, predict_split: split names (``ImageSets/<name>.txt``) or ``"all"``.
+        class_names: classes to detect (the CLI links it to ``model.class_names``).
+        point_cloud_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres (linked to ``model.point_cloud_range``).
+        splits: the split of each stage.
         batch_size: training frames per batch (per process under DDP).
         eval_batch_size: frames per batch for validate / test / predict.
         num_workers: data loader worker processes.
         fov_only: keep only points inside the left camera's view.
-        flip_x: random mirror across x in training.
-        rotation_range: ``[lo, hi]`` radians of the random global rotation.
-        scale_range: ``[lo, hi]`` of the random global scaling.
-        gt_sampling: class name -> boxes per frame after ground-truth sampling (e.g. ``{"Car": 15}``);
-            empty disables it.
-        gt_sampling_min_points: database objects need at least this many points.
-        gt_sampling_align_ground: move each pasted object vertically onto the ground around it in its new
-            frame (for scenes whose ground is not one plane, e.g. ``geo3d synth kitti``'s sloping terrain).
-        point_dropout: training only: largest share of points dropped per frame (drawn per frame in
-            ``[0, point_dropout]``, e.g. 0.2); 0 disables.
-        point_jitter_std: training only: gaussian noise on every point's x, y, z, metres (e.g. 0.015); 0 disables.
-        intensity_gain_range: training only: ``[lo, hi]`` per-frame reflectance gain (e.g. ``[0.8, 1.2]``);
-            ``[1, 1]`` disables.
-        intensity_noise_std: training only: per-point additive reflectance noise (e.g. 0.03), clipped to [0, 1];
-            0 disables.
+        augment: training augmentations.
+        gt_sampling: ground-truth sampling.
+
+    Raises:
+        ValueError: no class, a malformed range, sampling counts of classes not in ``class_names``.
     """
 
     def __init__(
@@ -245,28 +322,23 @@ class KittiDataModule(pl.LightningDataModule):
         data_dir: str,
         class_names: list[str] | tuple[str, ...] = ("Car", "Pedestrian", "Cyclist"),
         point_cloud_range: list[float] | tuple[float, ...] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
-        predict_split: str = "val",
+        splits: SplitSettings = SplitSettings(),
         batch_size: int = 4,
         eval_batch_size: int = 4,
         num_workers: int = 0,
         fov_only: bool = True,
-        flip_x: bool = True,
-        rotation_range: list[float] | tuple[float, float] = (-0.78539816, 0.78539816),
-        scale_range: list[float] | tuple[float, float] = (0.95, 1.05),
-        gt_sampling: dict[str, int] | None = None,
-        gt_sampling_min_points: int = 5,
-        gt_sampling_align_ground: bool = False,
-        point_dropout: float = 0.0,
-        point_jitter_std: float = 0.0,
-        intensity_gain_range: list[float] | tuple[float, float] = (1.0, 1.0),
-        intensity_noise_std: float = 0.0,
+        augment: AugmentSettings = AugmentSettings(),
+        gt_sampling: GTSamplingSettings = GTSamplingSettings(),
     ):
         super().__init__()
         self.save_hyperparameters()
+        # Plain dicts in the checkpoint (as the CLI's own config): loading one needs no class of this file.
+        self.hparams.update(splits=asdict(splits), augment=asdict(augment), gt_sampling=asdict(gt_sampling))
         self.data_dir = data_dir
+        self.splits = splits
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.fov_only = fov_only
+        self.gt_sampling = gt_sampling
         self.class_names = list(class_names)
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         if not self.class_names:
@@ -274,26 +346,11 @@ class KittiDataModule(pl.LightningDataModule):
         r = self.point_cloud_range
         if len(r) != 6 or not all(r[i] < r[i + 3] for i in range(3)):
             raise ValueError(f"data.point_cloud_range: expected [xmin, ymin, zmin, xmax, ymax, zmax], got {r}")
-        gt_sampling = dict(gt_sampling or {})
-        unknown = [k for k in gt_sampling if k not in self.class_names]
+        unknown = [k for k in gt_sampling.counts if k not in self.class_names]
         if unknown:
-            raise ValueError(f"data.gt_sampling: classes {unknown} are not in class_names {self.class_names}")
-        if len(intensity_gain_range) != 2:
-            raise ValueError(f"data.intensity_gain_range: expected [lo, hi], got {list(intensity_gain_range)}")
-        try:
-            self.augment = AugmentConfig(
-                flip_x=flip_x,
-                rotation_range=tuple(rotation_range),
-                scale_range=tuple(scale_range),
-                sample_counts={self.class_names.index(k): int(v) for k, v in gt_sampling.items()},
-                sample_align_ground=bool(gt_sampling_align_ground),
-                point_dropout=float(point_dropout),
-                point_jitter_std=float(point_jitter_std),
-                intensity_gain_range=(float(intensity_gain_range[0]), float(intensity_gain_range[1])),
-                intensity_noise_std=float(intensity_noise_std),
-            )
-        except ValueError as err:
-            raise ValueError(f"data.{err}") from None
+            raise ValueError(f"data.gt_sampling.counts: classes {unknown} are not in class_names {self.class_names}")
+        self.augment = augment.config({self.class_names.index(k): int(v) for k, v in gt_sampling.counts.items()},
+                                      gt_sampling.align_ground)
         self.datasets: dict[str, KittiDetectionDataset] = {}
 
     def _dataset(self, split: str, train: bool = False, require_labels: bool = True) -> KittiDetectionDataset:
@@ -302,7 +359,7 @@ class KittiDataModule(pl.LightningDataModule):
             list_frames(self.data_dir, split),
             self.class_names,
             self.point_cloud_range,
-            fov_only=self.hparams.fov_only,
+            fov_only=self.fov_only,
             require_labels=require_labels,
             augment=self.augment if train else None,
         )
@@ -310,37 +367,37 @@ class KittiDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Build the datasets a stage needs (and the ground-truth database for ``fit``)."""
         if stage == "fit":
-            train = self._dataset(self.hparams.train_split, train=True)
+            train = self._dataset(self.splits.train, train=True)
             if self.augment.sample_counts:
-                train.database = train.build_database(self.hparams.gt_sampling_min_points)
+                train.database = train.build_database(self.gt_sampling.min_points)
             self.datasets["train"] = train
-            self.datasets["val"] = self._dataset(self.hparams.val_split)
+            self.datasets["val"] = self._dataset(self.splits.val)
         elif stage == "validate":
-            self.datasets["val"] = self._dataset(self.hparams.val_split)
+            self.datasets["val"] = self._dataset(self.splits.val)
         elif stage == "test":
-            self.datasets["test"] = self._dataset(self.hparams.test_split)
+            self.datasets["test"] = self._dataset(self.splits.test)
         elif stage == "predict":
-            self.datasets["predict"] = self._dataset(self.hparams.predict_split, require_labels=False)
+            self.datasets["predict"] = self._dataset(self.splits.predict, require_labels=False)
 
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[name],
             batch_size=batch_size,
             shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
+            num_workers=self.num_workers,
             collate_fn=collate_frames,
-            persistent_workers=self.hparams.num_workers > 0,
+            persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", self.hparams.eval_batch_size, shuffle=False)
+        return self._loader("predict", self.eval_batch_size, shuffle=False)

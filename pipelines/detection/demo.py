@@ -1,4 +1,5 @@
-"""The detection stage of ``geo3d demo``: train (or reuse) the tiny SECOND, evaluate it, run it on real data.
+"""The detection stage of ``geo3d demo`` (:func:`run_stage`): train (or reuse) the tiny SECOND, evaluate it, run it
+on real data, render a validation frame and a real frame.
 
 1. Data: a small synthetic KITTI set (``geo3d.synth.kitti.generate_kitti``: 240 training and 30 validation frames,
    about 100 s) unless ``data_dir`` is given. With the same training time, 240 distinct frames gave fewer false
@@ -9,26 +10,34 @@
 3. Evaluation: the KITTI APs over the validation split.
 4. The real KITTI frames (``../shared/data/kitti``) when present: detections written as KITTI result
    files, the CPU inference time per frame (forward + decoding + NMS, median of 5), and the real-scan report
-   (``real_scans.evaluate_real_frames``: cars in range found and false positives at score >= 0.3, per frame,
+   (``predict.evaluate_real_frames``: cars in range found and false positives at score >= 0.3, per frame,
    with a BEV picture of each frame). Without the shared data the report says it was skipped.
+5. Renders (:func:`run_stage`): the validation frame with the most labelled cars and the real frame 000001, ground
+   truth green and predictions red with their scores (``viewers.files.view_files``), into the report folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import yaml
 
 from geo3d.io.atomic import atomic_path
+from geo3d.io.checkpoint import load_module
+from geo3d.io.kitti import read_label
 from geo3d.io.shared_data import shared_data_dir
-from pipelines.detection.data import KittiDataModule, collate_frames, list_frames
+from geo3d.report import StageResult
+from pipelines.detection.data import KittiDataModule, SplitSettings, collate_frames, list_frames
 from pipelines.detection.module import SecondDetector
-from pipelines.detection.real_scans import evaluate_real_frames
+from pipelines.detection.predict import evaluate_real_frames
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "detection" / "second_tiny_cpu.yaml"
@@ -43,6 +52,49 @@ REPORTED = ("Car_3d_R40_moderate", "Car_bev_R40_moderate", "Car_3d_R40_easy", "C
 def _real_kitti_dir() -> Path | None:
     shared = shared_data_dir() / "kitti"
     return shared if (shared / "training" / "velodyne").is_dir() else None
+
+
+def typed_init_args(cls: type, init_args: dict[str, Any]) -> dict[str, Any]:
+    """A config's ``init_args`` for ``cls(**...)``: nested dicts of its settings groups become their dataclasses.
+
+    Args:
+        cls: :class:`SecondDetector` or :class:`KittiDataModule`.
+        init_args: the YAML's ``init_args`` (groups as dicts, defaults left out).
+
+    Returns:
+        The same arguments, each group as the dataclass of its parameter's default.
+
+    Example:
+        >>> args = typed_init_args(SecondDetector, {"optim": {"lr": 0.01}, "result_dir": None})
+        >>> args["optim"]
+        OptimSettings(lr=0.01, weight_decay=0.01, div_factor=10.0, pct_start=0.4)
+    """
+    params = inspect.signature(cls).parameters
+    out = {}
+    for name, value in init_args.items():
+        default = params[name].default if name in params else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = type(default)(**value)
+        out[name] = value
+    return out
+
+
+def tiny_config(data_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and data arguments of ``configs/detection/second_tiny_cpu.yaml`` for ``data_dir``.
+
+    ``class_names`` and ``point_cloud_range``, written once in the config's data section, go to both (as the CLI's
+    links do); the demo loads data in the main process (``num_workers=0``).
+
+    Returns:
+        ``(model_args, data_args)`` for :class:`SecondDetector` and :class:`KittiDataModule`.
+    """
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    data_args = typed_init_args(KittiDataModule, {**config["data"]["init_args"], "data_dir": str(data_dir),
+                                                  "num_workers": 0})
+    model_args = typed_init_args(SecondDetector, {**config["model"]["init_args"],
+                                                  "class_names": data_args["class_names"],
+                                                  "point_cloud_range": data_args["point_cloud_range"]})
+    return model_args, data_args
 
 
 def time_inference(model: SecondDetector, batch: dict, repeats: int = 5) -> float:
@@ -85,14 +137,12 @@ def run_detection_demo(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    model_args = dict(config["model"]["init_args"])
-    data_args = dict(config["data"]["init_args"])
     if data_dir is None:
         from geo3d.synth.kitti import generate_kitti
 
         data_dir = generate_kitti(out / "synth_kitti", frames=train_frames, val_frames=val_frames, seed=seed)
-    data_args.update(data_dir=str(data_dir), num_workers=0)
+    model_args, data_args = tiny_config(data_dir)
+    splits = data_args.get("splits", SplitSettings())
     pl.seed_everything(seed, workers=True)
     ckpt = Path(checkpoint) if checkpoint else out / "second_tiny.ckpt"
     datamodule = KittiDataModule(**data_args)
@@ -100,7 +150,7 @@ def run_detection_demo(
     start = time.perf_counter()
     if trained_now:
         model = SecondDetector(**model_args)
-        n_train = len(list_frames(data_dir, data_args["train_split"]))
+        n_train = len(list_frames(data_dir, splits.train))
         epochs = max(1, int(max_minutes * 60 * 0.85 / (SECONDS_PER_FRAME * n_train)))
         print(f"training the tiny SECOND on {n_train} frames for {epochs} epochs (at most {max_minutes:g} min)",
               flush=True)
@@ -111,7 +161,7 @@ def run_detection_demo(
         trainer.fit(model, datamodule=datamodule)
         with atomic_path(ckpt) as tmp:  # an interrupted save never leaves a checkpoint to reuse
             trainer.save_checkpoint(tmp)
-    model = SecondDetector.load_from_checkpoint(ckpt, map_location="cpu")
+    model = load_module(ckpt, SecondDetector)
     train_seconds = time.perf_counter() - start
     evaluator = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                            enable_model_summary=False)
@@ -124,7 +174,8 @@ def run_detection_demo(
             f"{int(metrics['val_frames'])} validation frames of `{data_dir}`.")
     val_results = out / "val_results"
     model.result_dir = str(val_results)
-    evaluator.predict(model, datamodule=KittiDataModule(**{**data_args, "predict_split": data_args["val_split"]}))
+    val_data = KittiDataModule(**{**data_args, "splits": dataclasses.replace(splits, predict=splits.val)})
+    evaluator.predict(model, datamodule=val_data)
     text += f" Its detections on the validation frames are in `{val_results.relative_to(out)}`."
     images = []
     result_dir = None
@@ -132,7 +183,8 @@ def run_detection_demo(
     if real is not None:
         result_dir = out / "real_kitti_results"
         model.result_dir = str(result_dir)
-        predict_data = KittiDataModule(**{**data_args, "data_dir": str(real), "predict_split": "all"})
+        predict_data = KittiDataModule(**{**data_args, "data_dir": str(real),
+                                           "splits": dataclasses.replace(splits, predict="all")})
         predictions = evaluator.predict(model, datamodule=predict_data)
         frame = predictions[0][0]
         predict_data.setup("predict")
@@ -140,7 +192,7 @@ def run_detection_demo(
         metrics["real_frame_inference_s"] = time_inference(model.to("cpu"), batch)
         metrics["real_frame_detections"] = float(len(frame["boxes"]))
         text += (f" On the real KITTI frame {frame['frame_id']} it predicted {len(frame['boxes'])} cars (score >= "
-                 f"{model.hparams.score_thresh}; results in `{result_dir.relative_to(out)}`), in "
+                 f"{model.hparams.postprocess.score_thresh}; results in `{result_dir.relative_to(out)}`), in "
                  f"{metrics['real_frame_inference_s'] * 1000:.0f} ms per frame on the CPU "
                  f"({torch.get_num_threads()} torch thread(s)).")
         real_report = evaluate_real_frames(model, real / "training", out / "real_scans", score_thresh=REAL_SCORE,
@@ -182,3 +234,45 @@ def _real_report_metrics(report: dict) -> dict:
         metrics[f"real_{f['frame_id']}_cars_in_range"] = float(f["cars_in_range"])
         metrics[f"real_{f['frame_id']}_false_positives"] = float(f["false_positives"])
     return metrics
+
+
+def run_stage(out: Path, max_minutes: float | None = None) -> StageResult:
+    """The detection stage of ``geo3d demo``: :func:`run_detection_demo` into ``out``, and renders of a validation
+    frame and the real frame 000001 (ground truth green, predictions red with their scores) into the report folder.
+
+    Args:
+        out: the stage's folder, ``<report folder>/detection`` (checkpoint, data, results, logs).
+        max_minutes: training budget when no checkpoint exists (None: :func:`run_detection_demo`'s 6 minutes).
+
+    Returns:
+        The stage's text, metrics and images (the renders ``<report folder>/detection_val_<frame>.png`` and
+        ``detection_real_000001.png``, then the real-scan report's BEV pictures under ``out``).
+    """
+    from viewers.files import view_files
+
+    out = Path(out)
+    report_dir = out.parent
+    result = run_detection_demo(out, **({} if max_minutes is None else {"max_minutes": max_minutes}))
+    images = []
+    # The validation frame with the most labelled cars, ground truth (green) against predictions (red).
+    val = result["data_dir"] / "training"
+    frame_ids = sorted(p.stem for p in result["val_results"].glob("*.txt"))
+    if frame_ids:
+        frame = max(frame_ids, key=lambda i: sum(o.type == "Car" for o in read_label(val / "label_2" / f"{i}.txt")))
+        images.append(view_files([val / "velodyne" / f"{frame}.bin"], boxes=val / "label_2" / f"{frame}.txt",
+                                 calib=val / "calib" / f"{frame}.txt", pred=result["val_results"] / f"{frame}.txt",
+                                 out=report_dir / f"detection_val_{frame}.png", width=1280, height=720))
+    if result["results"] is not None:
+        real = result["real_dir"] / "training"
+        images.append(view_files([real / "velodyne" / "000001.bin"], boxes=real / "label_2" / "000001.txt",
+                                 calib=real / "calib" / "000001.txt", pred=result["results"] / "000001.txt",
+                                 out=report_dir / "detection_real_000001.png", width=1280, height=720))
+    text = result["text"] + (" Renders: ground truth green, predictions red with their scores (a validation "
+                             "frame, then the real KITTI frame)")
+    if result["real_report"] is not None:
+        text += ("; then the real-scan report's bird's-eye views, one per real frame (labelled cars green, "
+                 "predictions with their scores: matching a car cyan, false positives red, out of the camera's "
+                 "view or in DontCare grey).")
+    else:
+        text += "."
+    return StageResult("detection", text, result["metrics"], [Path(i) for i in images] + result["images"])

@@ -8,7 +8,14 @@ import torch
 
 from geo3d.errors import InputError
 from geo3d.io.kitti import read_velodyne
-from pipelines.detection.data import KittiDataModule, KittiDetectionDataset, collate_frames, list_frames
+from pipelines.detection.data import (
+    AugmentSettings,
+    GTSamplingSettings,
+    KittiDataModule,
+    KittiDetectionDataset,
+    collate_frames,
+    list_frames,
+)
 
 RANGE = [0.0, -20.0, -3.0, 40.0, 20.0, 1.0]
 
@@ -51,7 +58,7 @@ def test_collate(hand_kitti):
 
 def test_datamodule_stages_and_split_all(hand_kitti):
     dm = KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE, batch_size=1,
-                         gt_sampling={"Car": 3})
+                         gt_sampling=GTSamplingSettings(counts={"Car": 3}))
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 1 and len(dm.datasets["val"]) == 1
     assert len(dm.datasets["train"].database) == 1  # the one in-range car with >= 5 points
@@ -63,8 +70,8 @@ def test_datamodule_stages_and_split_all(hand_kitti):
 def test_bad_config_values():
     with pytest.raises(ValueError, match="point_cloud_range"):
         KittiDataModule("x", point_cloud_range=[0, 0, 0, 1, 1])
-    with pytest.raises(ValueError, match="gt_sampling"):
-        KittiDataModule("x", class_names=["Car"], gt_sampling={"Van": 3})
+    with pytest.raises(ValueError, match=r"data.gt_sampling.counts: classes \['Van'\] are not in class_names"):
+        KittiDataModule("x", class_names=["Car"], gt_sampling=GTSamplingSettings(counts={"Van": 3}))
 
 
 def test_missing_folder_split_and_files(hand_kitti, tmp_path):
@@ -97,14 +104,14 @@ def test_malformed_files_name_the_file(hand_kitti):
 
 
 def test_sensor_noise_init_args_reach_training_items_only(hand_kitti):
-    dm = KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE, point_dropout=0.5,
-                         point_jitter_std=0.02, intensity_gain_range=[0.5, 0.5], intensity_noise_std=0.0,
-                         flip_x=False, rotation_range=[0, 0], scale_range=[1, 1])
+    augment = AugmentSettings(point_dropout=0.5, point_jitter_std=0.02, intensity_gain_range=[0.5, 0.5],
+                              intensity_noise_std=0.0, flip_x=False, rotation_range=[0, 0], scale_range=[1, 1])
+    dm = KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE, augment=augment)
     assert (dm.augment.point_dropout, dm.augment.point_jitter_std) == (0.5, 0.02)
-    assert dm.augment.intensity_gain_range == (0.5, 0.5) and dm.hparams.point_dropout == 0.5
+    assert dm.augment.intensity_gain_range == (0.5, 0.5) and dm.hparams.augment["point_dropout"] == 0.5
     assert not dm.augment.sample_align_ground
     assert KittiDataModule(str(hand_kitti), class_names=["Car"], point_cloud_range=RANGE,
-                           gt_sampling_align_ground=True).augment.sample_align_ground
+                           gt_sampling=GTSamplingSettings(align_ground=True)).augment.sample_align_ground
     dm.setup("fit")
     clean = dm.datasets["val"].load(0)  # the same frame's file, unaugmented (train and val are copies)
     torch.manual_seed(0)
@@ -128,5 +135,5 @@ def test_bad_sensor_noise_values():
     for bad, name in (({"point_dropout": 1.5}, "point_dropout"), ({"point_jitter_std": -0.01}, "point_jitter_std"),
                       ({"intensity_gain_range": [1.2, 0.8]}, "intensity_gain_range"),
                       ({"intensity_gain_range": [1.0]}, "intensity_gain_range")):
-        with pytest.raises(ValueError, match=f"data.*{name}"):
-            KittiDataModule("x", class_names=["Car"], **bad)
+        with pytest.raises(ValueError, match=f"data.augment.{name}"):
+            AugmentSettings(**bad)

@@ -1,52 +1,84 @@
-"""The detection stage of ``geo3d demo`` on a few generated frames with a tiny time budget."""
+"""The detection stage of ``geo3d demo`` (``run_stage``) on a few generated frames with a tiny time budget."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
-import geo3d.cli.demo as cli_demo
 import pipelines.detection.demo as detection_demo
-from pipelines.detection.demo import run_detection_demo
+from geo3d.io.kitti import objects_to_boxes_lidar, read_frame, read_label
+from geo3d.report import StageResult
+from ops.boxes import boxes_iou_bev
+from pipelines.detection.kitti_eval import kitti_eval
+
+REAL_FRAMES = ("000001", "000003", "000004")
 
 
-def test_demo_trains_evaluates_and_reuses_the_checkpoint(synth_kitti, tmp_path, monkeypatch):
-    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: None)  # as for a user without the shared data
-    result = run_detection_demo(tmp_path, data_dir=synth_kitti, max_minutes=0.05)
-    assert result["checkpoint"].is_file()
-    assert result["metrics"]["val_frames"] == 3
-    assert 0 <= result["metrics"]["Car_3d_R40_moderate"] <= 100
-    assert "trained for" in result["text"]
-    assert "real-scan report was skipped" in result["text"] and result["real_report"] is None
-    assert sorted(p.name for p in result["val_results"].glob("*.txt")) == ["000004.txt", "000005.txt", "000006.txt"]
-    for image in result["images"]:
-        assert image.is_file() and image.is_relative_to(tmp_path)
-    again = run_detection_demo(tmp_path, data_dir=synth_kitti)
-    assert "loaded from" in again["text"]
+@pytest.fixture(scope="module")
+def stage(synth_kitti, tmp_path_factory) -> tuple:
+    """One stage run without the shared data: trains for 3 s on the fixture set (``report/detection``)."""
+    report = tmp_path_factory.mktemp("report")
+    fast = detection_demo.run_detection_demo
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(detection_demo, "_real_kitti_dir", lambda: None)  # as for a user without the shared data
+        mp.setattr(detection_demo, "run_detection_demo",
+                   lambda out, **kw: fast(out, data_dir=synth_kitti, **{"max_minutes": 0.05, **kw}))
+        result = detection_demo.run_stage(report / "detection", max_minutes=0.05)
+    return report, result
 
 
-def test_cli_stage_renders_a_validation_frame_with_both_box_sets(synth_kitti, tmp_path, monkeypatch, shared_data):
-    real = shared_data / "kitti"
-    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: real if real.is_dir() else None)
-    fast = run_detection_demo  # the real stage on the small fixture set, a few seconds of training
-    monkeypatch.setattr(detection_demo, "run_detection_demo",
-                        lambda out, **kw: fast(out, data_dir=synth_kitti, max_minutes=0.05))
-    report = cli_demo.Report(tmp_path)
-    cli_demo.stage_detection(tmp_path, report, minutes=None)
-    val_pngs = sorted(tmp_path.glob("detection_val_*.png"))
-    assert len(val_pngs) == 1
-    image = np.asarray(Image.open(val_pngs[0]).convert("RGB")).astype(int)
+def test_stage_trains_evaluates_and_renders_a_validation_frame(stage, synth_kitti):
+    report, result = stage
+    assert isinstance(result, StageResult) and result.title == "detection"
+    assert (report / "detection" / "second_tiny.ckpt").is_file()
+    assert "trained for" in result.text and "real-scan report was skipped" in result.text
+    assert result.metrics["val_frames"] == 3
+    # The stage's APs are the KITTI evaluation of its detections: recomputed here from the result files it wrote.
+    val_results = report / "detection" / "val_results"
+    frame_ids = sorted(p.stem for p in val_results.glob("*.txt"))
+    assert frame_ids == ["000004", "000005", "000006"]
+    labels = synth_kitti / "training" / "label_2"
+    expected = kitti_eval([read_label(labels / f"{i}.txt") for i in frame_ids],
+                          [read_label(val_results / f"{i}.txt") for i in frame_ids], classes=("Car",))
+    reported = {k: v for k, v in result.metrics.items() if k.startswith("Car_")}
+    assert len(reported) == 6 and reported == pytest.approx({k: expected[k] for k in reported}, abs=1e-4)
+    # the render: the validation frame with the most cars, ground-truth boxes drawn in green, under the report folder
+    (val_png,) = [p for p in result.images if p.name.startswith("detection_val_")]
+    assert val_png.parent == report and val_png.is_file()
+    image = np.asarray(Image.open(val_png).convert("RGB")).astype(int)
     green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 120)
-    assert green.sum() > 50  # ground-truth boxes are drawn
-    text = (tmp_path / "report.md").read_text()
-    assert val_pngs[0].name in text
-    if real.is_dir():
-        assert (tmp_path / "detection_real_000001.png").is_file() and "detection_real_000001.png" in text
-        # the real-scan report: its counts in the text and metrics, one BEV picture per real frame
-        assert "Real-scan report on 3 real KITTI frames" in text and "false positives at score >= 0.3" in text
-        metrics = cli_demo.json.loads((tmp_path / "metrics.json").read_text())["detection"]
-        assert metrics["real_cars_in_range"] == 2 and 0 <= metrics["real_cars_found"] <= 2
-        per_frame = [metrics[f"real_{i}_false_positives"] for i in ("000001", "000003", "000004")]
-        assert metrics["real_false_positives_score0.3"] == sum(per_frame)
-        for frame_id in ("000001", "000003", "000004"):
-            assert f"real_scans/bev/{frame_id}.png" in text
+    assert green.sum() > 50
+    assert all(p.is_file() and p.is_relative_to(report) for p in result.images)
+
+
+def test_stage_reuses_the_checkpoint_and_reports_the_real_frames(stage, synth_kitti, shared_data, monkeypatch):
+    report, _ = stage
+    real = shared_data / "kitti"
+    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: real)
+    fast = detection_demo.run_detection_demo
+    monkeypatch.setattr(detection_demo, "run_detection_demo", lambda out, **kw: fast(out, data_dir=synth_kitti))
+    result = detection_demo.run_stage(report / "detection")
+    assert "loaded from" in result.text and (report / "detection_real_000001.png") in result.images
+    assert "Real-scan report on 3 real KITTI frames" in result.text and "false positives at score >= 0.3" in result.text
+    metrics = result.metrics
+    per_frame = [metrics[f"real_{i}_false_positives"] for i in REAL_FRAMES]
+    assert metrics["real_false_positives_score0.3"] == sum(per_frame)
+    for frame_id in REAL_FRAMES:
+        assert report / "detection" / "real_scans" / "bev" / f"{frame_id}.png" in result.images
+    # Cars found, recomputed from the KITTI result files the stage wrote: in-range Car/Van labels with a result box
+    # of score >= 0.3 at BEV IoU >= 0.5.
+    found = in_range = 0
+    for frame_id in REAL_FRAMES:
+        frame = read_frame(real, frame_id)
+        cars = objects_to_boxes_lidar(frame.objects, frame.calib, ("Car", "Van")).boxes
+        inside = (cars[:, 0] >= 0) & (cars[:, 0] < 51.2) & (cars[:, 1].abs() < 25.6)
+        results = [o for o in read_label(report / "detection" / "real_kitti_results" / f"{frame_id}.txt")
+                   if o.score >= 0.3]
+        preds = objects_to_boxes_lidar(results, frame.calib, ("Car",)).boxes
+        hit = (boxes_iou_bev(cars, preds).max(1).values >= 0.5 if len(preds) and len(cars)
+               else torch.zeros(len(cars), dtype=torch.bool))
+        assert metrics[f"real_{frame_id}_cars_found"] == int((hit & inside).sum())
+        found, in_range = found + int((hit & inside).sum()), in_range + int(inside.sum())
+    assert in_range == metrics["real_cars_in_range"] == 2 and metrics["real_cars_found"] == found

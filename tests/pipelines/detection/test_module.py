@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from ops.boxes import boxes_iou_bev
-from pipelines.detection.module import SecondDetector
+from pipelines.detection.module import (
+    SETTINGS_GROUPS,
+    AnchorSettings,
+    BackboneSettings,
+    LossSettings,
+    PostProcessSettings,
+    SecondDetector,
+    VoxelSettings,
+)
 
 RANGE = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]
 TINY = dict(
-    class_names=["Car"], point_cloud_range=RANGE, voxel_size=[0.2, 0.2, 0.2], max_voxels_train=20000,
-    backbone_channels=[8, 8, 16, 16, 16], backbone_z_paddings=[1, 1, 1], bev_layer_nums=[1, 1],
-    bev_layer_strides=[1, 2], bev_num_filters=[16, 32], bev_upsample_strides=[1, 2],
-    bev_num_upsample_filters=[16, 16], anchor_sizes=[[3.9, 1.6, 1.56]], anchor_bottom_heights=[-1.73],
-    matched_thresholds=[0.6], unmatched_thresholds=[0.45], num_threads=None,
+    class_names=["Car"], point_cloud_range=RANGE, voxels=VoxelSettings(size=(0.2, 0.2, 0.2), max_voxels_train=20000),
+    backbone=BackboneSettings(channels=(8, 8, 16, 16, 16), z_paddings=(1, 1, 1), bev_layer_nums=(1, 1),
+                              bev_layer_strides=(1, 2), bev_num_filters=(16, 32), bev_upsample_strides=(1, 2),
+                              bev_num_upsample_filters=(16, 16)),
+    anchors=AnchorSettings(sizes=((3.9, 1.6, 1.56),), bottom_heights=(-1.73,), matched_thresholds=(0.6,),
+                           unmatched_thresholds=(0.45,)),
 )
+
+
+def _with(**groups) -> dict:
+    """TINY with fields of its groups replaced, e.g. ``_with(anchors={"angle_encoding": "sincos"})``."""
+    out = dict(TINY)
+    for name, fields in groups.items():
+        out[name] = dataclasses.replace(out[name], **fields) if name in out else SETTINGS_GROUPS[name](**fields)
+    return out
 
 
 def _surface_points(box: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
@@ -43,7 +61,7 @@ def _scene(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("vfe, encoding", [("mean", "residual"), ("stacked", "sincos")])
 def test_forward_backward(vfe, encoding):
     torch.manual_seed(0)
-    model = SecondDetector(**TINY, vfe=vfe, vfe_filters=[8, 16], angle_encoding=encoding)
+    model = SecondDetector(**_with(backbone={"vfe": vfe, "vfe_filters": (8, 16)}, anchors={"angle_encoding": encoding}))
     p0, b0 = _scene(0)
     p1, b1 = _scene(1)
     points = torch.cat([p0, p1])
@@ -67,7 +85,7 @@ def test_forward_backward(vfe, encoding):
 def test_overfits_one_scene():
     """The whole chain (assignment, encoding, losses, decoding, direction, NMS) is consistent."""
     torch.manual_seed(0)
-    model = SecondDetector(**TINY, lr=0.01)
+    model = SecondDetector(**_with(optim={"lr": 0.01}))
     points, boxes = _scene(0)
     batch = torch.zeros(len(points), dtype=torch.long)
     labels = torch.zeros(3, dtype=torch.long)
@@ -90,15 +108,26 @@ def test_overfits_one_scene():
 
 
 def test_bad_model_config():
-    with pytest.raises(ValueError, match="anchor_sizes: expected one value per class"):
+    with pytest.raises(ValueError, match="anchors.sizes: expected one value per class"):
         SecondDetector(**{**TINY, "class_names": ["Car", "Pedestrian"]})
     with pytest.raises(ValueError, match="multiple of voxel_size"):
-        SecondDetector(**{**TINY, "voxel_size": [0.3, 0.3, 0.2]})
+        SecondDetector(**_with(voxels={"size": [0.3, 0.3, 0.2]}))
     with pytest.raises(ValueError, match="code_weights: expected 8 finite values >= 0 for angle_encoding 'sincos'"):
-        SecondDetector(**{**TINY, "angle_encoding": "sincos", "code_weights": [1.0] * 7})
-    with pytest.raises(ValueError, match="code_weights: expected 7 finite values >= 0"):
-        SecondDetector(**{**TINY, "code_weights": [1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0]})
+        SecondDetector(**_with(anchors={"angle_encoding": "sincos"}, losses={"code_weights": [1.0] * 7}))
+    with pytest.raises(ValueError, match="losses.code_weights: expected 7 finite values >= 0"):
+        SecondDetector(**_with(losses={"code_weights": [1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0]}))
+    with pytest.raises(ValueError, match=r"losses.weights: expected \[cls, box, dir\]"):
+        LossSettings(weights=(1.0, 2.0))
     with pytest.raises(ValueError, match=r"off_ground_score_factor: expected a value in \[0, 1\], got 1.5"):
-        SecondDetector(**{**TINY, "vertical_refinement": True, "off_ground_score_factor": 1.5})
-    with pytest.raises(ValueError, match="off_ground_score_factor needs model.vertical_refinement: true"):
-        SecondDetector(**{**TINY, "off_ground_score_factor": 0.0})
+        PostProcessSettings(vertical_refinement=True, off_ground_score_factor=1.5)
+    with pytest.raises(ValueError, match="off_ground_score_factor needs model.postprocess.vertical_refinement: true"):
+        PostProcessSettings(off_ground_score_factor=0.0)
+
+
+def test_settings_are_frozen_tuples_saved_in_the_hyperparameters():
+    model = SecondDetector(**_with(postprocess={"score_thresh": 0.2}))
+    assert model.hparams.voxels == VoxelSettings(size=[0.2, 0.2, 0.2], max_voxels_train=20000)  # lists become tuples
+    assert model.hparams.postprocess.score_thresh == 0.2 and model.hparams.class_names == ["Car"]
+    assert "runtime" not in model.hparams and "result_dir" not in model.hparams  # run-time options are not saved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.hparams.optim.lr = 1.0

@@ -4,12 +4,19 @@ hand from the scene's construction (flat ground at a known height, a car whose r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from pipelines.detection.module import SecondDetector
+from pipelines.detection.module import (
+    AnchorSettings,
+    BackboneSettings,
+    PostProcessSettings,
+    SecondDetector,
+    VoxelSettings,
+)
 from pipelines.detection.refine import ground_offsets, ground_tolerances, refine_vertical
 
 GROUND = -1.7  # metres, LiDAR frame
@@ -101,14 +108,15 @@ def test_ground_offsets():
 def _detectors(**extra) -> tuple[SecondDetector, SecondDetector]:
     """A random tiny detector without and with the refinement (same weights), eval mode."""
     torch.manual_seed(0)
+    post = PostProcessSettings(score_thresh=extra.pop("score_thresh", 0.0), nms_post_max=500)
     options = dict(class_names=["Car"], point_cloud_range=[0.0, -12.8, -3.0, 25.6, 12.8, 1.0],
-                   voxel_size=[0.2, 0.2, 0.2], backbone_channels=[4, 4, 4, 4, 8], backbone_z_paddings=[1, 1, 1],
-                   bev_layer_nums=[1, 1],
-                   bev_num_filters=[8, 8], bev_num_upsample_filters=[8, 8], anchor_sizes=[[3.9, 1.6, 1.56]],
-                   anchor_bottom_heights=[-1.78], matched_thresholds=[0.6], unmatched_thresholds=[0.45],
-                   score_thresh=extra.pop("score_thresh", 0.0), nms_post_max=500)
-    plain = SecondDetector(**options).eval()
-    refined = SecondDetector(**options, vertical_refinement=True, **extra).eval()
+                   voxels=VoxelSettings(size=(0.2, 0.2, 0.2)),
+                   backbone=BackboneSettings(channels=(4, 4, 4, 4, 8), z_paddings=(1, 1, 1), bev_layer_nums=(1, 1),
+                                             bev_num_filters=(8, 8), bev_num_upsample_filters=(8, 8)),
+                   anchors=AnchorSettings(sizes=((3.9, 1.6, 1.56),), bottom_heights=(-1.78,), matched_thresholds=(0.6,),
+                                          unmatched_thresholds=(0.45,)))
+    plain = SecondDetector(**options, postprocess=post).eval()
+    refined = SecondDetector(**options, postprocess=dataclasses.replace(post, vertical_refinement=True, **extra)).eval()
     refined.load_state_dict(plain.state_dict())
     return plain, refined
 

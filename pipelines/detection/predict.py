@@ -1,4 +1,5 @@
-"""The real-scan report: a detector run on real KITTI frames, judged by counts of cars found and false positives.
+"""The code behind ``scripts/detect_real.py``: a detector run on real KITTI frames, judged by counts of cars found
+and false positives (the real-scan report).
 
 A model trained on synthetic frames meets real scans here. A handful of labelled frames is too few for an AP,
 so the report counts, per frame and in total:
@@ -34,6 +35,7 @@ on the shared real frames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_path, atomic_write_text
+from geo3d.io.checkpoint import load_module
 from geo3d.io.kitti import find_kitti_frames, objects_to_boxes_lidar, points_in_image_fov
 from ops.boxes import boxes_iou_bev
 from pipelines.detection.data import KittiDetectionDataset, boxes_in_range, collate_frames
@@ -69,23 +71,13 @@ IGNORED_COLOR = (150, 150, 150)
 
 
 def load_detector(path: str | os.PathLike) -> SecondDetector:
-    """Load a :class:`SecondDetector` checkpoint on the CPU, in eval mode.
+    """Load a :class:`SecondDetector` checkpoint on the CPU, in eval mode (:func:`geo3d.io.checkpoint.load_module`;
+    checkpoints of the old flat settings are upgraded).
 
     Raises:
         InputError: the file is missing, unreadable, or not a SecondDetector checkpoint.
     """
-    from geo3d.cli import check_checkpoint
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "checkpoint not found")
-    check_checkpoint(path)
-    try:
-        model = SecondDetector.load_from_checkpoint(path, map_location="cpu")
-    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise InputError(path, f"not a SecondDetector checkpoint ({type(err).__name__}: {first})") from None
-    return model.eval()
+    return load_module(path, SecondDetector, map_location="cpu")
 
 
 def _dontcare_share(boxes_2d: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -322,10 +314,10 @@ def evaluate_real_frames(
                                     split_dir=split_dir)
     out_dir = None if out is None else Path(out)
     frames = []
-    was_training, result_dir, model_thresh = model.training, model.result_dir, model.hparams.score_thresh
+    was_training, result_dir, post = model.training, model.result_dir, model.hparams.postprocess
     model.eval()
     model.result_dir = None  # the prediction path writes nothing; this report writes its own files
-    model.hparams.score_thresh = min(float(model_thresh), score_thresh)
+    model.hparams.postprocess = dataclasses.replace(post, score_thresh=min(float(post.score_thresh), score_thresh))
     try:
         for index in tqdm(range(len(dataset)), desc="real frames", unit="frame", disable=not progress):
             item = dataset.load(index)
@@ -350,7 +342,7 @@ def evaluate_real_frames(
                            "image": None if image_path is None else str(image_path)})
     finally:
         model.train(was_training)
-        model.result_dir, model.hparams.score_thresh = result_dir, model_thresh
+        model.result_dir, model.hparams.postprocess = result_dir, post
     counts = ("cars_in_range", "cars_found", "false_positives", "out_of_view", "in_dontcare", "matches", "detections")
     report = {
         "folder": str(root / split_dir),

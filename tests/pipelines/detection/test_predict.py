@@ -1,4 +1,5 @@
-"""The real-scan report: counting rules on a hand-made frame, the files it writes, the script, bad input."""
+"""The real-scan report (``predict.py``): counting rules on a hand-made frame, the files it writes, the script, bad
+input, and loading checkpoints, also those of the old flat settings."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from geo3d.errors import InputError
 from geo3d.io.kitti import KittiObject, find_kitti_frames, objects_to_boxes_lidar, read_frame
 from geo3d.types import Boxes3D
+from pipelines.detection.demo import tiny_config
 from pipelines.detection.module import SecondDetector
-from pipelines.detection.real_scans import (
+from pipelines.detection.predict import (
     FP_COLOR,
     MATCH_COLOR,
     classify_frame,
@@ -86,8 +87,8 @@ def test_classify_frame_sorts_every_prediction_by_the_documented_rules():
 
 
 def _tiny_model() -> SecondDetector:
-    config = yaml.safe_load((REPO / "configs" / "detection" / "second_tiny_cpu.yaml").read_text())
-    return SecondDetector(**config["model"]["init_args"])
+    model_args, _ = tiny_config("unused")
+    return SecondDetector(**model_args)
 
 
 def _fake_predict(model: SecondDetector, extra_xy: tuple[float, float]):
@@ -115,7 +116,7 @@ def test_evaluate_real_frames_writes_table_json_and_pictures(hand_kitti, tmp_pat
     assert [f["frame_id"] for f in report["frames"]] == ["000000", "000001"]
     assert report["total"] == {"frames": 2, "cars_in_range": 2, "cars_found": 2, "false_positives": 2,
                                "out_of_view": 0, "in_dontcare": 0, "matches": 2, "detections": 4}
-    assert model.hparams.score_thresh == 0.1 and model.result_dir is None and model.training
+    assert model.hparams.postprocess.score_thresh == 0.1 and model.result_dir is None and model.training
     saved = json.loads((out / "real_scans.json").read_text())
     assert saved["total"] == report["total"] and saved["frames"][0]["cars"][0]["found"]
     text = (out / "real_scans.md").read_text()
@@ -182,3 +183,44 @@ def test_script_runs_a_checkpoint_and_fails_in_one_line(hand_kitti, tmp_path, ca
     assert err.startswith("detect_real: error:") and "none.ckpt" in err and "\n" not in err
     assert script.main([str(ckpt), str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+# The hyper-parameters of a checkpoint that `geo3d fit --config configs/detection/second_tiny_cpu.yaml` wrote before the
+# settings were grouped (commit b019f9c, copied from its last.ckpt), and what they are in the grouped signature.
+OLD_FLAT_HPARAMS = {
+    "_class_path": "pipelines.detection.module.SecondDetector", "class_names": ["Car"],
+    "point_cloud_range": [0.0, -25.6, -3.0, 51.2, 25.6, 1.0], "voxel_size": [0.16, 0.16, 0.2],
+    "max_points_per_voxel": 5, "max_voxels_train": 16000, "max_voxels_eval": 40000, "num_point_features": 4,
+    "vfe": "mean", "vfe_filters": [32, 64], "backbone_channels": [16, 32, 32, 32, 64], "backbone_z_paddings": [1, 1, 1],
+    "bev_layer_nums": [2, 2], "bev_layer_strides": [1, 2], "bev_num_filters": [64, 64], "bev_upsample_strides": [2, 4],
+    "bev_num_upsample_filters": [64, 64], "bn_momentum": 0.1, "anchor_sizes": [[3.9, 1.6, 1.56]],
+    "anchor_bottom_heights": [-1.78], "anchor_rotations": [0.0, 1.57079633], "matched_thresholds": [0.6],
+    "unmatched_thresholds": [0.45], "angle_encoding": "residual", "num_dir_bins": 2, "dir_offset": 0.78539816,
+    "loss_weights": [1.0, 2.0, 0.2], "code_weights": None, "hard_negative_weight": 4.0, "hard_negative_score": 0.2,
+    "lr": 0.003, "weight_decay": 0.01, "div_factor": 10.0, "pct_start": 0.4, "score_thresh": 0.1, "nms_thresh": 0.01,
+    "nms_pre_max": 1000, "nms_post_max": 100, "per_class_nms": False, "vertical_refinement": True,
+    "off_ground_score_factor": 0.0, "eval_classes": None, "_instantiator": "pytorch_lightning.cli.instantiate_module",
+}
+
+
+@pytest.mark.parametrize("written_by", ["cli", "python"])
+def test_load_detector_upgrades_a_checkpoint_of_the_old_flat_settings(tmp_path, written_by):
+    """An old checkpoint (flat hyper-parameters) loads into the grouped signature with the tiny config's settings."""
+    import pytorch_lightning as pl
+
+    model = _tiny_model()
+    for p in model.parameters():  # weights that differ from a fresh model's, to see them loaded
+        p.data.uniform_(-1, 1)
+    hparams = dict(OLD_FLAT_HPARAMS)
+    if written_by == "python":  # SecondDetector(**flat) in a script or the old demo: no instantiator keys
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": pl.__version__}, ckpt)
+    loaded = load_detector(ckpt)
+    assert not loaded.training
+    for group in ("voxels", "backbone", "anchors", "losses", "postprocess", "optim"):
+        assert loaded.hparams[group] == model.hparams[group], group
+    assert loaded.class_names == ["Car"] and loaded.point_cloud_range == model.point_cloud_range
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert SecondDetector.upgrade_hparams(dict(loaded.hparams)) == dict(loaded.hparams)  # a new one: unchanged
