@@ -116,3 +116,35 @@ def test_fit_links_the_data_values_into_the_model(tmp_path, capsys):
     dm = SimulationDataModule(str(data), noise_std=2e-4)
     assert model.hparams.dim == 2 and model.hparams.radius == 0.17 and model.hparams.statistics == dm.statistics
     assert model.model.radius.item() == 0.17 and model.model.normalizer.statistics() == dm.statistics
+
+
+def test_cli_test_takes_an_old_flat_checkpoint(tmp_path, capsys):
+    """`geo3d test --ckpt_path OLD.ckpt`: Lightning merges the checkpoint's hyper-parameters into the config, so
+    those of the flat signature are upgraded first (GeoLightningCLI); the metrics equal the new checkpoint's."""
+    data = write_analytic_dataset(tmp_path / "springs", "springs", {"train": 2, "valid": 1, "test": 1}, steps=10,
+                                  side=3, radius=0.17)
+    config = tmp_path / "fit.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed_everything": 0,
+        "trainer": {"max_steps": 2, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+                    "limit_val_batches": 0, "accelerator": "cpu", "default_root_dir": str(tmp_path / "out")},
+        "model": {"class_path": "pipelines.simulation.module.GNSModule",
+                  "init_args": {"network": {"latent": 8, "steps": 1}}},
+        "data": {"class_path": "pipelines.simulation.data.SimulationDataModule",
+                 "init_args": {"path": str(data), "batch_size": 2, "max_train_windows": 4}}}))
+    main(["fit", "--config", str(config)])
+    (new,) = (tmp_path / "out").rglob("*.ckpt")
+    ckpt = torch.load(new, weights_only=False)
+    grouped = ckpt["hyper_parameters"]
+    flat = {"_class_path": "pipelines.simulation.gns.GNSModule", "dim": grouped["dim"], "radius": None,
+            **grouped["network"], **grouped["optim"], **grouped["evaluation"],
+            "_instantiator": grouped["_instantiator"]}
+    assert set(flat) - {"_class_path", "_instantiator"} == set(OLD_GNS) - {"_class_path", "_instantiator"}
+    ckpt["hyper_parameters"] = flat
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    capsys.readouterr()
+    tables = []
+    for path in (new, tmp_path / "old.ckpt"):
+        assert main(["test", "--config", str(config), "--ckpt_path", str(path)]) == 0
+        tables.append([line for line in capsys.readouterr().out.splitlines() if "test/" in line])
+    assert len(tables[0]) > 5 and tables[0] == tables[1]
