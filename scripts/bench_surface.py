@@ -42,25 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=100_000, help="surface samples per mesh (default 100000)")
     parser.add_argument("--keep-threshold", type=float, help="refined: keep probability (default: the model's)")
     parser.add_argument("--trust-weight", type=float, help="refined: voxels fused from at least this many "
-                                                             "observations keep their fused TSDF (default: none)")
+                                                             "observations keep their fused TSDF (default: the "
+                                                             "model's)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) and per-scan JSON here")
     args = parser.parse_args(argv)
 
     import torch
 
     from geo3d.io import read_mesh
+    from geo3d.io.checkpoint import load_module
     from geo3d.metrics.geometry import mesh_metrics
     from pipelines.surface.baselines import poisson_mesh
-    from pipelines.surface.predict import canonical_mesh
-    from pipelines.surface.data import list_scans, scan_voxel_size
+    from pipelines.surface.data import list_scans, scan_diagonal, scan_voxel_size
     from pipelines.surface.fusion import fuse_rgbd
     from pipelines.surface.module import SurfaceRefiner, refine_volume
+    from pipelines.surface.predict import canonical_mesh
 
     val = args.data / "val"
     if not val.is_dir():
         parser.error(f"{val} not found: write the scans first (python scripts/make_surface_data.py {args.data})")
     scans = list_scans(val)
-    model = SurfaceRefiner.load_from_checkpoint(args.checkpoint, map_location="cpu") if args.checkpoint else None
+    model = load_module(args.checkpoint, SurfaceRefiner) if args.checkpoint else None
     rows = []
     for scan in scans:
         frames = len(list(scan.glob("frame-*.pose.txt")))
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {scan} has {frames} frames, the protocol says {args.frames}", file=sys.stderr)
         gt = read_mesh(scan / "mesh.ply")
         voxel = scan_voxel_size(scan, 1 / 128)
-        diag = voxel * 128
+        diag = scan_diagonal(scan)
         threshold = 0.0025 * diag
         meshes, seconds = {}, {}
         t0 = time.perf_counter()

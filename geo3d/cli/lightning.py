@@ -43,6 +43,7 @@ LINKS: tuple[Link, ...] = (
     # --- splatting ---
     Link("data.scene", "model.init_args.scene", on="instantiate"),  # the loaded views, background and split
     # --- surface ---
+    Link("data.init_args.dilation", "model.init_args.dilation"),  # candidates the data prepares = the model predicts
     # --- depth ---
     # --- simulation ---
     Link("data.dim", "model.init_args.dim", on="instantiate"),  # axes of the metadata's bounds

@@ -85,19 +85,22 @@ def candidate_voxels(coords: torch.Tensor, tsdf: torch.Tensor, weight: torch.Ten
             torch.cat([color, color.new_zeros(k, 3)]))
 
 
-def scan_voxel_size(scan: Path, voxel_fraction: float, voxel_size: float | None = None) -> float:
-    """Voxel edge in metres: ``voxel_size`` when given, else ``voxel_fraction`` x the ``diagonal`` of the
-    scan's ``scene.json`` (or of its ``mesh.ply``'s bounding box)."""
-    if voxel_size is not None:
-        return float(voxel_size)
+def scan_diagonal(scan: Path) -> float:
+    """The scan's size in metres: the ``diagonal`` of its ``scene.json``, else of its ``mesh.ply``'s bounding box."""
     meta = scan / "scene.json"
     if meta.is_file():
         diagonal = json.loads(meta.read_text()).get("diagonal")
         if diagonal:
-            return float(diagonal) * voxel_fraction
+            return float(diagonal)
     mesh = read_mesh(scan / "mesh.ply")
-    extent = mesh.vertices.amax(0) - mesh.vertices.amin(0)
-    return float(extent.norm()) * voxel_fraction
+    return float((mesh.vertices.amax(0) - mesh.vertices.amin(0)).norm())
+
+
+def scan_voxel_size(scan: Path, voxel_fraction: float, voxel_size: float | None = None) -> float:
+    """Voxel edge in metres: ``voxel_size`` when given, else ``voxel_fraction`` x :func:`scan_diagonal`."""
+    if voxel_size is not None:
+        return float(voxel_size)
+    return scan_diagonal(scan) * voxel_fraction
 
 
 def list_scans(root: str | os.PathLike) -> list[Path]:
@@ -129,11 +132,12 @@ def prepare_scan(scan: str | os.PathLike, voxel_fraction: float = 1 / 128, trunc
         ``coords`` (M, 3) int64 voxel indices (observed first, then the dilation's), ``tsdf`` (M,) fused TSDF in
         truncation units (0 where unobserved), ``weight`` (M,) (0 where unobserved),
         ``color`` (M, 3) in [0, 1], ``target_tsdf`` (M,) true TSDF in truncation units (positive outside),
-        ``occupancy`` (M,) bool (inside the truncation band of the true surface), ``voxel_size`` and ``sdf_trunc``
-        (metres), ``scan`` (the folder).
+        ``occupancy`` (M,) bool (inside the truncation band of the true surface), ``voxel_size``, ``sdf_trunc``
+        and ``diagonal`` (metres; :func:`scan_diagonal`), ``scan`` (the folder).
     """
     scan = Path(scan)
-    size = scan_voxel_size(scan, voxel_fraction, voxel_size)
+    diagonal = scan_diagonal(scan)
+    size = float(voxel_size) if voxel_size is not None else diagonal * voxel_fraction
     trunc = trunc_voxels * size
     cache = scan / f"fused_{size * 1000:.3f}mm_t{trunc_voxels:g}_d{dilation}.npz"
     if cache.is_file():
@@ -151,7 +155,7 @@ def prepare_scan(scan: str | os.PathLike, voxel_fraction: float = 1 / 128, trunc
         np.savez_compressed(buffer, **{k: v.cpu().numpy() for k, v in out.items()})
         with atomic_open(cache, "wb") as f:
             f.write(buffer.getvalue())
-    out.update({"voxel_size": size, "sdf_trunc": trunc, "scan": str(scan)})
+    out.update({"voxel_size": size, "sdf_trunc": trunc, "diagonal": diagonal, "scan": str(scan)})
     return out
 
 
@@ -173,10 +177,10 @@ class ScanDataset(Dataset):
 
 def collate_scans(items: list[dict]) -> dict:
     """Concatenate scans into one packed batch: voxel fields stacked, ``batch`` (M,) int64 item index, and the
-    per-scan ``voxel_size``/``sdf_trunc``/``scan`` as lists."""
+    per-scan ``voxel_size``/``sdf_trunc``/``diagonal``/``scan`` as lists."""
     out = {k: torch.cat([item[k] for item in items]) for k in FIELDS}
     out["batch"] = torch.cat([torch.full((len(item["tsdf"]),), i, dtype=torch.int64) for i, item in enumerate(items)])
-    for key in ("voxel_size", "sdf_trunc", "scan"):
+    for key in ("voxel_size", "sdf_trunc", "diagonal", "scan"):
         out[key] = [item[key] for item in items]
     return out
 
@@ -189,8 +193,8 @@ class SurfaceDataModule(pl.LightningDataModule):
         val_dir: folder of validation scans (other objects or seeds).
         voxel_fraction: voxel edge as a fraction of each object's bounding-box diagonal.
         trunc_voxels: TSDF truncation, voxels.
-        dilation: unobserved voxels within this many voxels of the surface band are predicted too (hole filling);
-            must match the model's ``dilation``.
+        dilation: unobserved voxels within this many voxels of the surface band are predicted too (hole filling).
+            Written once, here: ``geo3d fit`` links it to the model's ``dilation`` (``geo3d/cli/lightning.py``).
         batch_size: scans per training batch.
         num_workers: DataLoader workers (fusion of uncached scans happens there).
     """

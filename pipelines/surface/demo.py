@@ -1,4 +1,5 @@
-"""The surface stage of ``geo3d demo``: batch reconstruction of synthetic scans, and the real 7-Scenes frames.
+"""The surface stage of ``geo3d demo`` (:func:`run_stage`): batch reconstruction of synthetic scans, and the real
+7-Scenes frames.
 
 1. Data: three held-out-style synthetic scans (``geo3d synth rgbd``: blob, torus knot, and the bunny when the
    shared data has it), 8 noisy depth views each, 160 x 120.
@@ -6,6 +7,7 @@
    diagonal): meshes, per-scene point-to-mesh metrics and the summary table.
 3. The 25 real 7-Scenes frames (``../shared/data/surface/7scenes``) fused at 1 cm when present: time, peak RAM,
    triangles, and a render of the room.
+4. Renders (into the report folder): the first two TSDF meshes, and the room from its middle frame's camera.
 
 The learned refinement is not part of this stage: its training (``configs/surface/unet_tiny_cpu.yaml``) takes
 longer than the stage's two minutes.
@@ -14,13 +16,15 @@ longer than the stage's two minutes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from geo3d.io.shared_data import shared_data_dir
+from geo3d.report import StageResult
 from geo3d.synth.rgbd import generate_rgbd
-from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 from pipelines.surface.fusion import fuse_rgbd
+from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 
 
 def run_surface_demo(out_dir: str | os.PathLike) -> dict:
@@ -68,3 +72,55 @@ def run_surface_demo(out_dir: str | os.PathLike) -> dict:
     meshes = sorted((out / "tsdf").glob("*/mesh.ply"))
     return {"text": text, "metrics": metrics, "meshes": meshes, "room_mesh": room_mesh, "room_frames": room_frames,
             "summary_md": out / "tsdf" / "summary.md"}
+
+
+def render_room(mesh: Path, frames: Path, png: Path) -> Path:
+    """Render a fused room from its middle RGB-D frame's camera, pulled back 0.5 m (the room as the sensor saw
+    it; the 7-Scenes world frame has no "up" for the viewer's default 3/4 view).
+
+    Args:
+        mesh: the fused room's mesh file (metres).
+        frames: the RGB-D folder it was fused from (its middle frame's pose and K place the camera).
+        png: the picture to write (960 x 720).
+
+    Returns:
+        ``png``.
+    """
+    from geo3d.io import read_rgbd_sequence
+    from viewers.files import load_scene
+    from viewers.render import camera_from_pose, render_png
+
+    sequence = read_rgbd_sequence(frames)
+    frame = sequence[len(sequence) // 2]
+    height, fy = frame.depth.depth.shape[0], float(frame.depth.K[1, 1])
+    fov = 2 * math.degrees(math.atan(height / (2 * fy)))
+    scene, title = load_scene([mesh])
+    camera = camera_from_pose(frame.cam_to_world.numpy(), fov * 1.2, back=0.5)
+    return render_png(scene, png, 960, 720, title=f"{title}, seen from frame {sequence.indices[len(sequence) // 2]}",
+                      camera=camera)
+
+
+def run_stage(out: Path) -> StageResult:
+    """The surface stage of ``geo3d demo``: :func:`run_surface_demo` into ``out``, then renders of two TSDF meshes
+    (``surface_<scan>.png``, 640 x 480) and of the real room (``surface_7scenes.png``) into the report folder
+    ``out.parent``.
+
+    Args:
+        out: the stage's folder (``REPORT/surface``); created.
+
+    Returns:
+        The stage's report section: the text with the per-scene summary table of ``geo3d reconstruct --method
+        tsdf``, the metrics of :func:`run_surface_demo` and the PNGs (all under ``out.parent``).
+    """
+    from viewers.files import view_files
+
+    out = Path(out)
+    report_dir = out.parent
+    result = run_surface_demo(out)
+    images = [view_files([mesh], out=report_dir / f"surface_{mesh.parent.name}.png", width=640, height=480)
+              for mesh in result["meshes"][:2]]
+    if result["room_mesh"] is not None:
+        images.append(render_room(result["room_mesh"], result["room_frames"], report_dir / "surface_7scenes.png"))
+    summary = result["summary_md"].read_text() if result["summary_md"].is_file() else ""
+    text = result["text"] + "\n\nPer-scene summary (`geo3d reconstruct --method tsdf`):\n\n" + summary
+    return StageResult("surface", text, result["metrics"], images)

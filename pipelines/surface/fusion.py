@@ -131,9 +131,19 @@ class TSDFVolume:
         device: ``"cpu"`` or ``"cuda[:i]"`` (torch style).
         source: the scene's path, for error messages (None when unknown).
 
-    Example:
-        >>> volume = fuse_rgbd("7scenes/chess/seq-01", voxel_size=0.01)  # doctest: +SKIP
-        >>> mesh = volume.extract_mesh()  # geo3d Mesh, metres  # doctest: +SKIP
+    Example (:func:`fuse_rgbd` builds one from an RGB-D folder, here a tiny synthetic scan):
+        >>> import tempfile
+        >>> from geo3d.synth.rgbd import generate_rgbd
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> scan = generate_rgbd(Path(tmp.name) / "blob", object="blob", frames=3, width=48, height=36,
+        ...                      progress=False)
+        >>> volume = fuse_rgbd(scan, voxel_size=1 / 16, progress=False)  # the object's diagonal is 1 m
+        >>> volume.stats.frames, volume.sdf_trunc  # truncation: 4 voxels by default
+        (3, 0.25)
+        >>> mesh = volume.extract_mesh()  # geo3d Mesh, metres
+        >>> bool(mesh.num_faces > 0 and mesh.vertices.abs().max() < 1)  # around the object at the origin
+        True
+        >>> tmp.cleanup()
     """
 
     def __init__(self, voxel_size: float, sdf_trunc: float | None = None, block_count: int = 10_000,

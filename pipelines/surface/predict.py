@@ -23,11 +23,21 @@ metrics.
 Scenes run in this process (one worker), in a pool of spawned processes (``workers > 1``), or as Ray tasks
 (``backend="ray"``); in every case the same top-level :func:`reconstruct_scene` writes the scene's files.
 
-Example:
-    >>> from pipelines.surface.predict import ReconstructOptions, reconstruct_batch  # doctest: +SKIP
-    >>> result = reconstruct_batch("data/scans", "out/recon", ReconstructOptions("tsdf"), workers=2)  # doctest: +SKIP
-    >>> result.failed  # doctest: +SKIP
+Example (a tiny synthetic scan; ``geo3d reconstruct --input DIR --output DIR`` does the same):
+    >>> import tempfile
+    >>> from geo3d.synth.rgbd import generate_rgbd
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> scene = generate_rgbd(Path(tmp.name) / "scans" / "blob_0", object="blob", frames=3, width=48, height=36,
+    ...                       progress=False)
+    >>> options = ReconstructOptions("tsdf", voxel_fraction=1 / 16, eval_points=500)
+    >>> result = reconstruct_batch(scene.parent, Path(tmp.name) / "recon", options, progress=False)
+    >>> result.computed, result.failed
+    (['blob_0'], [])
+    >>> sorted(p.name for p in (Path(tmp.name) / "recon" / "blob_0").iterdir())
+    ['mesh.ply', 'metrics.json', 'status.json']
+    >>> reconstruct_batch(scene.parent, Path(tmp.name) / "recon", options, progress=False).computed  # resumes
     []
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -241,23 +251,21 @@ _REFINERS: dict[str, Any] = {}
 
 
 def load_refiner(checkpoint: str | os.PathLike):
-    """Load a :class:`SurfaceRefiner` checkpoint on the CPU, in eval mode (cached per process).
+    """Load a :class:`~pipelines.surface.module.SurfaceRefiner` checkpoint on the CPU, in eval mode, through
+    :func:`geo3d.io.checkpoint.load_module` (which also upgrades checkpoints written before the settings groups);
+    cached per process, so a worker loads it once for all its scenes.
 
     Raises:
         InputError: naming the file when it is missing or not a SurfaceRefiner checkpoint.
     """
     key = str(Path(checkpoint).resolve())
     if key not in _REFINERS:
+        from geo3d.io.checkpoint import load_module
         from pipelines.surface.module import SurfaceRefiner
 
         if not Path(key).is_file():
             raise InputError(checkpoint, "checkpoint file not found")
-        try:
-            model = SurfaceRefiner.load_from_checkpoint(key, map_location="cpu")
-        except Exception as e:  # whatever fails to load is not a usable checkpoint
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(checkpoint, f"not a SurfaceRefiner checkpoint ({type(e).__name__}: {first})") from None
-        _REFINERS[key] = model.eval()
+        _REFINERS[key] = load_module(checkpoint, SurfaceRefiner, map_location="cpu")
     return _REFINERS[key]
 
 

@@ -71,9 +71,15 @@ class SparseUNet3d(nn.Module):
     independent of each other in eval mode (as with any BatchNorm network).
 
     Example:
-        >>> net = SparseUNet3d().eval()
-        >>> x, origin = make_input(coords, tsdf, weight, color)   # coords (M, 3) int64 voxel indices
-        >>> out = net(x)                                           # (M, 2), rows in input order
+        >>> coords = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [9, 5, 5]])  # (M, 3) int64 voxel indices
+        >>> tsdf, weight, color = torch.tensor([0.5, -0.2, 0.1, 1.0]), torch.ones(4), torch.full((4, 3), 0.5)
+        >>> net = SparseUNet3d(base_channels=4, levels=2).eval()
+        >>> x, origin = make_input(coords, tsdf, weight, color, levels=2)
+        >>> out = net(x)  # (M, 2), rows in input order
+        >>> out.shape
+        torch.Size([4, 2])
+        >>> torch.allclose(out[:, 0], tsdf.clamp(-0.99, 0.99))  # untrained: the identity on the TSDF
+        True
     """
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, base_channels: int = 16, levels: int = 3,

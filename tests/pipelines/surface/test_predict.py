@@ -272,10 +272,10 @@ def test_canonical_mesh_keeps_the_geometry_and_fixes_the_order():
 def test_refined_method_from_a_checkpoint(scenes_root, tmp_path):
     import pytorch_lightning as pl
 
-    from pipelines.surface.module import SurfaceRefiner
+    from pipelines.surface.module import NetworkSettings, SurfaceRefiner
 
     torch.manual_seed(0)
-    model = SurfaceRefiner(base_channels=4, levels=2)
+    model = SurfaceRefiner(NetworkSettings(base_channels=4, levels=2))
     ckpt = tmp_path / "refiner.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": pl.__version__}, ckpt)

@@ -11,15 +11,6 @@ from ops.sparse_conv import sparse_tensor
 from pipelines.surface.unet import SparseUNet3d, make_input
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the busy 2-core machine, thread pools make these small workloads slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def shell(radius: float, centre=(0, 0, 0), width: float = 1.5) -> torch.Tensor:
     """(M, 3) int64 voxel indices within ``width`` voxels of a sphere: a surface-like sparse set."""
     r = int(radius + width) + 1
