@@ -46,14 +46,16 @@ BLOCK_RESOLUTION = 8
 _NO_VOXEL = "no voxel was touched: check depth scale and pose convention"
 
 
+_OPEN3D_DEVICE_TYPES = {"cpu": "CPU", "cuda": "CUDA"}
+
+
 def open3d_device(device: str | torch.device) -> o3c.Device:
-    """Map a torch-style device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) to an Open3D device (``CPU:0``, ``CUDA:1``)."""
+    """Map a torch-style device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) to an Open3D device (``CPU:0``, ``CUDA:1``):
+    a name translation (the fusion runs wherever the caller puts it; nothing here chooses a backend)."""
     device = torch.device(device)
-    if device.type == "cpu":
-        return o3c.Device("CPU:0")
-    if device.type == "cuda":
-        return o3c.Device(f"CUDA:{device.index or 0}")
-    raise ValueError(f"open3d_device: expected a cpu or cuda device, got {device}")
+    if device.type not in _OPEN3D_DEVICE_TYPES:
+        raise ValueError(f"open3d_device: expected a cpu or cuda device, got {device}")
+    return o3c.Device(f"{_OPEN3D_DEVICE_TYPES[device.type]}:{device.index or 0}")
 
 
 def _torch(tensor: o3c.Tensor) -> torch.Tensor:
