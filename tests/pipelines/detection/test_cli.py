@@ -69,8 +69,8 @@ def test_smoke_fit_validates_and_resumes(synth_kitti, tmp_path):
     every_2 = ["--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
                "--trainer.callbacks.dirpath", str(steps), "--trainer.callbacks.every_n_train_steps", "2",
                "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}"]
-    # score threshold 0: the 3-step model's boxes (scores ~0.01) are evaluated, not an empty set
-    all_boxes = ["--model.postprocess.score_thresh", "0.0"]
+    # score threshold 0: 20 boxes per frame of the 3-step model (scores ~0.01) are evaluated, not an empty set
+    all_boxes = ["--model.postprocess.score_thresh", "0.0", "--model.postprocess.nms_post_max", "20"]
     assert main(["fit", *_overrides(synth_kitti, out), "--trainer.max_steps", "3", *all_boxes, *every_2]) == 0
     rows = _metrics(out)
     assert _last(rows, "val/num_frames") == 3  # validated after the last step, over the whole split
@@ -93,7 +93,7 @@ def test_smoke_fit_validates_and_resumes(synth_kitti, tmp_path):
     # The APs the resumed run logged at its end are those of its last.ckpt's detections: the KITTI evaluation of
     # them, recomputed here frame by frame, gives the same numbers (all of them, also the loose and AOS ones).
     expected, detections = _kitti_eval_of_checkpoint(last, synth_kitti, "val")
-    assert detections == 3 * 100  # nms_post_max boxes per frame at score threshold 0
+    assert detections == 3 * 20  # nms_post_max boxes per frame at score threshold 0
     logged = {k: _last(_metrics(resumed), f"val/{k}") for k in expected}
     assert logged == pytest.approx(expected, abs=1e-6)
 
