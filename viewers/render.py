@@ -249,19 +249,25 @@ def _get_renderer(width: int, height: int):
     return renderer
 
 
-def _material(item: SceneItem, fov_deg: float):
-    """The material of an item. Open3D's wide-line shader scales widths by tan(30 deg) / tan(fov / 2)
-    (measured: 2 px at 60 deg, 4 px at 30 deg, 6 px at 20 deg), so widths are scaled back to pixels."""
+def item_material(item: SceneItem, line_scale: float = 1.0):
+    """The Open3D material of an item: unlit points (their size) and lines (their width x ``line_scale``), lit
+    meshes. Used by headless rendering and by the window."""
     mat = o3d.visualization.rendering.MaterialRecord()
     if item.kind == "lines":
         mat.shader = "unlitLine"
-        mat.line_width = float(item.line_width) * math.tan(math.radians(fov_deg) / 2) / math.tan(math.radians(30))
+        mat.line_width = float(item.line_width) * line_scale
     elif item.kind == "mesh":
         mat.shader = "defaultLit"
     else:
         mat.shader = "defaultUnlit"
         mat.point_size = float(item.point_size)
     return mat
+
+
+def _line_scale(fov_deg: float) -> float:
+    """Open3D's offscreen wide-line shader scales widths by tan(30 deg) / tan(fov / 2) (measured: 2 px at 60 deg,
+    4 px at 30 deg, 6 px at 20 deg); this factor scales them back to pixels."""
+    return math.tan(math.radians(fov_deg) / 2) / math.tan(math.radians(30))
 
 
 def _set_camera(renderer, camera: CameraView, width: int, height: int) -> None:
@@ -303,7 +309,7 @@ def render_image(scene: Scene, width: int = 1280, height: int = 720, view: str =
     try:
         for item in scene.items:
             geometry = _TENSOR_TYPES[item.kind].from_legacy(item.geometry)
-            renderer.scene.add_geometry(item.name, geometry, _material(item, camera.fov_deg))
+            renderer.scene.add_geometry(item.name, geometry, item_material(item, _line_scale(camera.fov_deg)))
         _set_camera(renderer, camera, width, height)
         image = np.asarray(renderer.render_to_image())[..., :3].copy()
         tags = [(p, t.text, t.color) for t in scene.tags if (p := _project(renderer, t.position, width, height))]

@@ -24,8 +24,8 @@ import numpy as np
 import open3d as o3d
 
 from viewers.colors import BACKGROUND
-from viewers.render import CameraView, frame_camera
-from viewers.scene import Scene, SceneItem
+from viewers.render import CameraView, frame_camera, item_material
+from viewers.scene import Scene
 
 
 def has_display() -> bool:
@@ -48,20 +48,6 @@ def has_display() -> bool:
     return True
 
 
-def _material(item: SceneItem):
-    """The material of an item: unlit points and lines (their own size and width), lit meshes."""
-    mat = o3d.visualization.rendering.MaterialRecord()
-    if item.kind == "lines":
-        mat.shader = "unlitLine"
-        mat.line_width = float(item.line_width)
-    elif item.kind == "mesh":
-        mat.shader = "defaultLit"
-    else:
-        mat.shader = "defaultUnlit"
-        mat.point_size = float(item.point_size)
-    return mat
-
-
 def populate(widget, scene: Scene, camera: CameraView, aspect: float) -> list:
     """Fill a ``gui.SceneWidget`` (whose ``scene`` is an ``Open3DScene``) with a scene: background, light,
     geometries, camera, and one coloured 3D label per tag.
@@ -82,7 +68,7 @@ def populate(widget, scene: Scene, camera: CameraView, aspect: float) -> list:
     widget.scene.set_lighting(rendering.Open3DScene.LightingProfile.NO_SHADOWS,
                               (sun / max(np.linalg.norm(sun), 1e-9)).astype(np.float32))
     for item in scene.items:
-        widget.scene.add_geometry(item.name, item.geometry, _material(item))
+        widget.scene.add_geometry(item.name, item.geometry, item_material(item))
     target = np.asarray(camera.target, np.float32)
     widget.setup_camera(float(camera.fov_deg), widget.scene.bounding_box, target)  # orbits around the target
     widget.look_at(target, np.asarray(camera.eye, np.float32), np.asarray(camera.up, np.float32))

@@ -100,8 +100,10 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
     """
     import torch
 
-    check_checkpoint(path)
     path = Path(path)
+    if not path.exists():
+        raise InputError(path, "checkpoint not found")
+    check_checkpoint(path)
     source: Any = str(path)
     try:
         if getattr(cls, "upgrade_hparams", None) is not None:

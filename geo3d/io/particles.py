@@ -29,6 +29,7 @@ import torch
 
 from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_open, atomic_path, atomic_write_text
+from geo3d.io.json_file import read_json_object
 from geo3d.types import ParticleTrajectory
 
 SPLITS = ("train", "valid", "test")
@@ -36,16 +37,7 @@ SPLITS = ("train", "valid", "test")
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Read a GNS / LagrangeBench ``metadata.json`` into a dict (InputError naming the file if unreadable)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "expected a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def _step_and_bounds(path: Path, metadata: dict[str, Any]) -> tuple[float, np.ndarray | None]:

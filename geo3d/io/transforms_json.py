@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
 from geo3d.io.conventions import invert_rigid, opencv_to_opengl, opengl_to_opencv
+from geo3d.io.json_file import read_json_object
 from geo3d.types import Cameras
 
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -161,14 +162,7 @@ def read_transforms(path: str | os.PathLike, skip_missing: bool = True) -> Multi
             sizes that differ between frames.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, f"expected a JSON object at the top level, got {type(data).__name__}")
+    data = read_json_object(path)
     frames = data.get("frames")
     if frames is None:
         raise InputError(path, "missing 'frames' (the list of posed images)")

@@ -59,6 +59,7 @@ from typing import Any
 
 from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
+from geo3d.io.json_file import read_json_object
 
 METHODS = ("tsdf", "refined", "poisson")
 MESH_FORMATS = ("ply", "obj")
@@ -203,15 +204,7 @@ def list_scenes(root: str | os.PathLike) -> list[Path]:
 
 def _scene_json(scene: Path) -> dict[str, Any]:
     path = scene / "scene.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as e:
-        raise InputError(path, f"not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise InputError(path, "expected a JSON object")
-    return meta
+    return read_json_object(path) if path.is_file() else {}
 
 
 def scene_diagonal(scene: Path, meta: dict[str, Any] | None = None) -> float | None:

@@ -225,7 +225,7 @@ def test_predict_on_a_nan_scan_names_the_file_from_the_loader_worker(tmp_path):
     write_velodyne(scan, points)
     write_calib(training / "calib" / "000000.txt", CALIB)
     proc = geo3d("predict", "--config", PIPELINE_CONFIGS["detection"], "--data.data_dir", tmp_path / "kitti",
-                 "--data.predict_split", "all", "--data.num_workers", "1", "--trainer.logger", "false",
+                 "--data.splits.predict", "all", "--data.num_workers", "1", "--trainer.logger", "false",
                  "--trainer.default_root_dir", tmp_path / "out", "--trainer.callbacks", "[]")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -92,18 +92,25 @@ def test_data_values_go_into_the_buffers_and_are_checked(tmp_path):
         trainer.fit(GNSModule(2, NETWORK), SimulationDataModule(str(data)))
 
 
-def test_fit_links_the_data_values_into_the_model(tmp_path, capsys):
-    data = write_analytic_dataset(tmp_path / "springs", "springs", {"train": 2, "valid": 1, "test": 1}, steps=12,
-                                  side=3, radius=0.17)
+def _two_step_config(tmp_path, data, model: str, model_args: dict, **data_args) -> str:
+    """A `geo3d fit` config: ``model`` (a class of pipelines.simulation.module) on ``data``, 2 steps, no
+    validation, written to tmp_path/fit.yaml; returns its path."""
     config = tmp_path / "fit.yaml"
     config.write_text(yaml.safe_dump({
         "seed_everything": 0,
         "trainer": {"max_steps": 2, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
                     "limit_val_batches": 0, "accelerator": "cpu", "default_root_dir": str(tmp_path / "out")},
-        "model": {"class_path": "pipelines.simulation.module.GIOROMModule",
-                  "init_args": {"network": {"latent": 8, "steps": 1}, "query": {"latent": 6}}},
+        "model": {"class_path": f"pipelines.simulation.module.{model}", "init_args": model_args},
         "data": {"class_path": "pipelines.simulation.data.SimulationDataModule",
-                 "init_args": {"path": str(data), "batch_size": 2, "max_train_windows": 4, "noise_std": 2e-4}}}))
+                 "init_args": {"path": str(data), "batch_size": 2, "max_train_windows": 4, **data_args}}}))
+    return config
+
+
+def test_fit_links_the_data_values_into_the_model(tmp_path, capsys):
+    data = write_analytic_dataset(tmp_path / "springs", "springs", {"train": 2, "valid": 1, "test": 1}, steps=12,
+                                  side=3, radius=0.17)
+    config = _two_step_config(tmp_path, data, "GIOROMModule", {"network": {"latent": 8, "steps": 1},
+                                                               "query": {"latent": 6}}, noise_std=2e-4)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
@@ -123,15 +130,7 @@ def test_cli_test_takes_an_old_flat_checkpoint(tmp_path, capsys):
     those of the flat signature are upgraded first (GeoLightningCLI); the metrics equal the new checkpoint's."""
     data = write_analytic_dataset(tmp_path / "springs", "springs", {"train": 2, "valid": 1, "test": 1}, steps=10,
                                   side=3, radius=0.17)
-    config = tmp_path / "fit.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed_everything": 0,
-        "trainer": {"max_steps": 2, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                    "limit_val_batches": 0, "accelerator": "cpu", "default_root_dir": str(tmp_path / "out")},
-        "model": {"class_path": "pipelines.simulation.module.GNSModule",
-                  "init_args": {"network": {"latent": 8, "steps": 1}}},
-        "data": {"class_path": "pipelines.simulation.data.SimulationDataModule",
-                 "init_args": {"path": str(data), "batch_size": 2, "max_train_windows": 4}}}))
+    config = _two_step_config(tmp_path, data, "GNSModule", {"network": {"latent": 8, "steps": 1}})
     main(["fit", "--config", str(config)])
     (new,) = (tmp_path / "out").rglob("*.ckpt")
     ckpt = torch.load(new, weights_only=False)
