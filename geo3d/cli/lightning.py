@@ -10,9 +10,11 @@ model by :meth:`GeoLightningCLI.add_arguments_to_parser` (jsonargparse's ``link_
   arguments, so they are saved in its hyper-parameters and the checkpoint carries them. Such a link names the
   DataModule's attribute (``data.radius``), so it is skipped for DataModules without one.
 
-A link whose target is not an argument of the chosen model class is skipped by jsonargparse, so one CLI class
-serves all five pipelines: each pipeline's links name arguments only its own classes have. No model reads
-``trainer.datamodule``.
+jsonargparse skips a link whose target is not an argument of the chosen model class, and an instantiate-time
+link whose source (``data.<attribute>``) the chosen DataModule lacks, so one CLI class serves all five pipelines:
+each pipeline's links name arguments and attributes only its own classes have. (A source given as the whole
+``data`` with a compute function would be computed for every DataModule: do not write links that way.) No
+model reads ``trainer.datamodule``.
 """
 
 from __future__ import annotations
