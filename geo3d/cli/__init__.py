@@ -25,7 +25,6 @@ from pathlib import Path
 
 from geo3d.cli.lightning import run_lightning
 from geo3d.errors import InputError
-from geo3d.io.checkpoint import check_checkpoint  # noqa: F401 - re-exported for scripts and tests
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
