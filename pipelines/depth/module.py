@@ -33,7 +33,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from geo3d.io.checkpoint import regroup_hparams
 from geo3d.io.depth_png import write_depth_png
 from geo3d.metrics.depth import depth_metrics
-from geo3d.schedule import budget_one_cycle, trainer_progress
+from geo3d.schedule import step_one_cycle
 from geo3d.types import DepthMap
 from pipelines.depth.model import BlendSettings, DepthCompletionNet, IntegrationSettings, NetworkSettings
 
@@ -164,7 +164,7 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW with a one-cycle learning rate over ``trainer.max_steps`` or ``max_time``, whichever ends first.
+    """AdamW with a one-cycle learning rate over ``trainer.max_steps`` (``geo3d.schedule.step_one_cycle``).
 
     Attributes:
         lr: the peak learning rate.
@@ -339,8 +339,7 @@ class DepthCompletion(pl.LightningModule):
         if head_params:
             groups.append({"params": head_params, "lr": hp.lr * hp.blend_lr_scale})
         opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        # one cycle over max_steps or max_time, whichever runs out first: it anneals on a slow machine too
-        sched = budget_one_cycle(opt, lambda step: trainer_progress(self.trainer, step), pct_start=0.05)
+        sched = step_one_cycle(opt, self.trainer.max_steps, pct_start=0.05)  # by steps: the same on any machine
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

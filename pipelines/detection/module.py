@@ -33,7 +33,6 @@ import torch.distributed as dist
 from geo3d.io.atomic import atomic_path
 from geo3d.io.checkpoint import regroup_hparams
 from geo3d.io.kitti import boxes_lidar_to_objects, write_label
-from geo3d.schedule import BudgetOneCycleLR, trainer_progress
 from geo3d.types import Boxes3D
 from ops.voxelize import grid_size, hard_voxelize
 from pipelines.detection.anchors import generate_anchors
@@ -231,7 +230,7 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW with a one-cycle learning rate (``geo3d.schedule.BudgetOneCycleLR``).
+    """AdamW with torch's one-cycle learning rate over the run's steps (``trainer.max_steps`` or ``max_epochs``).
 
     Attributes:
         lr: peak learning rate.
@@ -572,9 +571,8 @@ class SecondDetector(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total < 1:
             raise ValueError("trainer: set max_epochs or max_steps so the one-cycle schedule knows its length")
-        # OneCycleLR, compressed into max_time when that would cut the run short (so a slow machine still anneals)
-        scheduler = BudgetOneCycleLR(
-            optimizer, lambda: trainer_progress(self.trainer, 0), max_lr=optim.lr, total_steps=int(total),
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=optim.lr, total_steps=int(total),
             pct_start=optim.pct_start, div_factor=optim.div_factor, base_momentum=0.85,
             max_momentum=0.95)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
