@@ -413,9 +413,10 @@ def _add_reconstruct(sub) -> None:
     voxels.add_argument("--voxel-size", type=float, metavar="M", help="voxel edge in metres")
     voxels.add_argument("--voxel-fraction", type=_fraction, default=1 / 128, metavar="F",
                         help="voxel edge as a fraction of each scene's diagonal (scene.json, else the ground-truth "
-                             "mesh's bounding box), e.g. 1/128 (the default)")
-    p.add_argument("--depth-max", type=float, default=3.0, metavar="M",
-                   help="ignore depths beyond this, metres (default 3)")
+                             "mesh's bounding box, else the extent of the frames' back-projected depth), e.g. 1/128 "
+                             "(the default)")
+    p.add_argument("--depth-max", type=float, metavar="M",
+                   help="ignore depths beyond this, metres (default: none, every valid depth is fused)")
     p.add_argument("--depth-scale", type=float, metavar="CODES",
                    help="depth PNG codes per metre (default: scene.json's depth_scale, else 1000)")
     p.add_argument("--eval-points", type=int, default=20000, metavar="N",

@@ -82,9 +82,11 @@ class ReconstructOptions:
         checkpoint: a :class:`SurfaceRefiner` checkpoint (``.ckpt``), required by ``refined``.
         voxel_size: voxel edge, metres; None for ``voxel_fraction`` of each scene's diagonal.
         voxel_fraction: voxel edge as a fraction of the scene's diagonal (``scene.json``'s ``diagonal``, else the
-            bounding-box diagonal of its ground-truth ``mesh.ply``).
+            bounding-box diagonal of its ground-truth ``mesh.ply``, else the extent of its frames' back-projected
+            depth, :func:`pipelines.surface.extent.observed_extent`).
         trunc_voxels: TSDF truncation, voxels.
-        depth_max: depths beyond this are ignored, metres.
+        depth_max: depths beyond this are ignored, metres; None: every valid depth is fused (the frames' largest
+            valid depth plus 1 %, :func:`pipelines.surface.extent.observed_extent`).
         depth_scale: depth PNG codes per metre; None for ``scene.json``'s ``depth_scale``, else 1000 (millimetres).
         poisson_depth: octree depth of the ``poisson`` method.
         eval_points: surface samples per mesh for the metrics.
@@ -100,7 +102,7 @@ class ReconstructOptions:
     voxel_size: float | None = None
     voxel_fraction: float = 1 / 128
     trunc_voxels: float = 4.0
-    depth_max: float = 3.0
+    depth_max: float | None = None
     depth_scale: float | None = None
     poisson_depth: int = 8
     eval_points: int = 20_000
@@ -127,11 +129,10 @@ class ReconstructOptions:
             if not Path(self.checkpoint).is_file():
                 raise InputError(self.checkpoint, "checkpoint file not found")
         positive = {"voxel_fraction": self.voxel_fraction, "trunc_voxels": self.trunc_voxels,
-                    "depth_max": self.depth_max, "fscore_fraction": self.fscore_fraction}
-        if self.voxel_size is not None:
-            positive["voxel_size"] = self.voxel_size
-        if self.depth_scale is not None:
-            positive["depth_scale"] = self.depth_scale
+                    "fscore_fraction": self.fscore_fraction}
+        for name in ("voxel_size", "depth_max", "depth_scale"):
+            if getattr(self, name) is not None:
+                positive[name] = getattr(self, name)
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise InputError(None, f"{name}: expected a positive number, got {value!r}")
@@ -312,14 +313,17 @@ def _reconstruct(scene: Path, out: Path, options: ReconstructOptions) -> dict[st
     depth_scale = options.depth_scale if options.depth_scale is not None else float(meta.get("depth_scale", 1000.0))
     sequence = read_rgbd_sequence(scene, depth_scale)  # checks the frame files before anything is computed
     diagonal = scene_diagonal(scene, meta)
-    if options.voxel_size is not None:
-        voxel = float(options.voxel_size)
-    elif diagonal is None:
-        raise InputError(scene, "no scene.json diagonal or ground-truth mesh.ply to size the voxels: "
-                                "pass --voxel-size")
-    else:
-        voxel = options.voxel_fraction * diagonal
-    volume = fuse_rgbd(sequence, voxel, options.trunc_voxels * voxel, depth_max=options.depth_max, progress=False)
+    depth_max, voxel, voxel_from = options.depth_max, options.voxel_size, "voxel_size"
+    if depth_max is None or (voxel is None and diagonal is None):
+        from pipelines.surface.extent import observed_extent
+
+        extent = observed_extent(sequence, depth_max)
+        depth_max = extent.depth_max
+        if voxel is None and diagonal is None:
+            voxel, voxel_from = options.voxel_fraction * extent.diagonal, "frames"
+    if voxel is None:
+        voxel, voxel_from = options.voxel_fraction * diagonal, "diagonal"
+    volume = fuse_rgbd(sequence, voxel, options.trunc_voxels * voxel, depth_max=depth_max, progress=False)
     if options.method == "tsdf":
         mesh = volume.extract_mesh()
     elif options.method == "poisson":
@@ -341,8 +345,9 @@ def _reconstruct(scene: Path, out: Path, options: ReconstructOptions) -> dict[st
     record: dict[str, Any] = {
         "seconds": seconds, "fuse_seconds": stats.fuse_seconds, "extract_seconds": stats.extract_seconds,
         "peak_rss_mib": stats.peak_rss_mib, "rss_growth_mib": stats.rss_growth_mib, "frames": stats.frames,
-        "blocks": stats.blocks, "voxel_size": voxel, "sdf_trunc": options.trunc_voxels * voxel,
-        "depth_scale": depth_scale, "diagonal": diagonal, "vertices": mesh.num_vertices, "faces": mesh.num_faces,
+        "blocks": stats.blocks, "voxel_size": voxel, "voxel_from": voxel_from,
+        "sdf_trunc": options.trunc_voxels * voxel, "depth_max": depth_max, "depth_scale": depth_scale,
+        "diagonal": diagonal, "vertices": mesh.num_vertices, "faces": mesh.num_faces,
         "metrics": None,
     }
     if (scene / MESH_FILE).is_file() and diagonal is not None:
@@ -377,7 +382,10 @@ def reconstruct_scene(scene: str | os.PathLike, out_dir: str | os.PathLike, opti
         The ``status.json`` record: ``status`` (``"ok"``/``"failed"``), ``scene`` (name), ``input``, ``method``,
         ``config``, ``finished`` (UTC ISO time), and for ok scenes ``seconds`` (fusion to written mesh),
         ``fuse_seconds``, ``extract_seconds``, ``peak_rss_mib`` (this process's high-water mark), ``voxel_size``
-        (metres), ``metrics`` (or None without ground truth); for failed ones ``error`` (one line naming the file).
+        (metres) and ``voxel_from`` (``"voxel_size"``: given; ``"diagonal"``: the fraction of ``scene.json``'s or the
+        ground-truth mesh's diagonal; ``"frames"``: of the frames' observed extent), ``depth_max`` (metres, given
+        or the frames' largest valid depth plus 1 %), ``metrics`` (or None without ground truth); for failed ones
+        ``error`` (one line naming the file).
     """
     scene, out = Path(scene), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -597,3 +605,4 @@ def write_summary(output: Path, records: list[dict[str, Any]]) -> tuple[Path, Pa
     lines += ["| " + " | ".join(_markdown_cell(row[k]) for k in SUMMARY_COLUMNS) + " |" for row in rows]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
+

@@ -188,7 +188,7 @@ def break_scenes(root: Path) -> dict[str, str]:
     (root / "empty").mkdir()
     shutil.copy(root / "blob_0" / "camera-intrinsics.txt", root / "empty")
     return {"blob_1": f"{depth}: expected a 16-bit", "bad_pose": "frame-000001.pose.txt: expected a 4x4",
-            "no_depth": f"{root / 'no_depth'}: no voxel was touched", "empty": f"{root / 'empty'}: no frame-"}
+            "no_depth": f"{root / 'no_depth'}: no valid depth pixel", "empty": f"{root / 'empty'}: no frame-"}
 
 
 def test_a_broken_scene_is_recorded_and_the_batch_continues(scenes_root, scenes, tmp_path, capsys):
