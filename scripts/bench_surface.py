@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/surface"), help="scan sets root (default data/surface)")
     parser.add_argument("--frames", type=int, default=8, help="views per held-out scan (default 8)")
+    parser.add_argument("--split", choices=["val", "train"], default="val",
+                        help="scan set under --data (default val: the held-out scans; train: for choosing "
+                             "settings such as --keep-threshold without looking at the held-out ones)")
+    parser.add_argument("--scans", type=int, metavar="N",
+                        help="only N scans, evenly spaced over the split's sorted list (default all)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="methods to evaluate (default all; refined needs --checkpoint)")
     parser.add_argument("--checkpoint", type=Path, help="SurfaceRefiner checkpoint (without it: no refined column)")
     parser.add_argument("--points", type=int, default=100_000, help="surface samples per mesh (default 100000)")
     parser.add_argument("--keep-threshold", type=float, help="refined: keep probability (default: the model's)")
@@ -58,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.surface.module import SurfaceRefiner, refine_volume
     from pipelines.surface.predict import canonical_mesh
 
-    val = args.data / "val"
+    val = args.data / args.split
     if not val.is_dir():
         parser.error(f"{val} not found: write the scans first (python scripts/make_surface_data.py {args.data})")
     scans = list_scans(val)
+    if args.scans:
+        scans = [scans[i * len(scans) // args.scans] for i in range(min(args.scans, len(scans)))]
     model = load_module(args.checkpoint, SurfaceRefiner) if args.checkpoint else None
     rows = []
     for scan in scans:
@@ -77,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         volume = fuse_rgbd(scan, voxel, 4 * voxel, progress=False)
         meshes["tsdf"] = volume.extract_mesh()
         seconds["tsdf"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        meshes["poisson"] = poisson_mesh(volume.extract_points())
-        seconds["poisson"] = time.perf_counter() - t0 + seconds["tsdf"]
-        if model is not None:
+        if "poisson" in args.methods:
+            t0 = time.perf_counter()
+            meshes["poisson"] = poisson_mesh(volume.extract_points())
+            seconds["poisson"] = time.perf_counter() - t0 + seconds["tsdf"]
+        if model is not None and "refined" in args.methods:
             t0 = time.perf_counter()
             with torch.no_grad():
                 meshes["refined"] = refine_volume(model, volume, args.keep_threshold, args.trust_weight)
             seconds["refined"] = time.perf_counter() - t0 + seconds["tsdf"]
         for method, mesh in meshes.items():
+            if method not in args.methods:  # the TSDF mesh is always made (the others start from its fusion)
+                continue
             # canonical order: marching cubes' triangle order varies run to run, and with it the seeded sampling
             m = mesh_metrics(canonical_mesh(mesh), gt, num_points=args.points, fscore_threshold=threshold)
             rows.append({"scan": scan.name, "method": method, "chamfer_rel": m["chamfer"] / diag,
@@ -96,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"NC {m['normal_consistency']:.3f}", flush=True)
 
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    lines = [f"# bench_surface: {len(scans)} held-out scans, {args.frames} views, voxel 1/128 diagonal, "
+    lines = [f"# bench_surface: {len(scans)} {'held-out' if args.split == 'val' else 'training'} scans, "
+             f"{args.frames} views, voxel 1/128 diagonal, "
              f"F-score at 0.25 % diagonal, {args.points} samples per mesh, torch {torch.__version__}"
              + (f", refined: checkpoint {args.checkpoint}, keep threshold {args.keep_threshold}, trust weight "
                 f"{args.trust_weight}" if model is not None else ""),
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {method} | {mean['chamfer_rel']:.5f} | {mean['accuracy_rel']:.5f} | "
                      f"{mean['completeness_rel']:.5f} | {mean['fscore']:.3f} | {mean['normal_consistency']:.3f} | "
                      f"{mean['seconds']:.2f} |")
-    if "refined" in means:
+    if "refined" in means and "tsdf" in means:
         ratio = means["refined"]["chamfer_rel"] / means["tsdf"]["chamfer_rel"]
         lines += ["", f"refined / raw TSDF Chamfer: {ratio:.3f} ({(1 - ratio) * 100:.1f} % lower); F-score "
                       f"{means['refined']['fscore']:.3f} vs {means['tsdf']['fscore']:.3f}"]

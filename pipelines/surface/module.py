@@ -30,6 +30,7 @@ from geo3d.errors import InputError
 from geo3d.io import read_mesh
 from geo3d.io.checkpoint import regroup_hparams
 from geo3d.metrics.geometry import mesh_metrics
+from geo3d.schedule import step_one_cycle
 from geo3d.types import Mesh
 from pipelines.surface.data import candidate_voxels
 from pipelines.surface.fusion import TSDFVolume, fuse_rgbd
@@ -77,7 +78,8 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class Optimisation:
-    """AdamW with a one-cycle learning-rate schedule over ``trainer.max_steps`` (1000 steps when unset).
+    """AdamW with a one-cycle learning-rate schedule over ``trainer.max_steps`` (1000 steps when unset; any count
+    from 1 up: :func:`geo3d.schedule.step_one_cycle`, 10 % warm-up).
 
     Attributes:
         lr: peak learning rate.
@@ -234,10 +236,8 @@ class SurfaceRefiner(pl.LightningModule):
         self.log("val/chamfer_ratio", refined["chamfer"] / max(raw["chamfer"], 1e-12), batch_size=1, prog_bar=True)
 
     def configure_optimizers(self):
-        lr = self.optimisation.lr
-        opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=self.optimisation.weight_decay)
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1000
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+        opt = torch.optim.AdamW(self.parameters(), lr=self.optimisation.lr, weight_decay=self.optimisation.weight_decay)
+        sched = step_one_cycle(opt, self.trainer.max_steps, pct_start=0.1)  # by steps: the same on any machine
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -218,3 +218,23 @@ def test_settings_groups_refuse_bad_values():
         SurfaceRefiner(dilation=-1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         Extraction().keep_threshold = 0.9
+
+
+@pytest.mark.parametrize("max_steps", [1, 3, 10, 600])
+def test_one_cycle_schedule_runs_any_step_count(max_steps):
+    """The learning rate warms up over the first 10 % of ``trainer.max_steps``, peaks at ``optimisation.lr`` and
+    anneals to about 0 at the end, for any count (torch's OneCycleLR divided by zero below 10 steps)."""
+    model = SurfaceRefiner(NetworkSettings(base_channels=4, levels=2), optimisation=Optimisation(lr=3e-3))
+    model.trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False)
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(max_steps + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = max(range(len(rates)), key=rates.__getitem__)
+    assert rates[0] == pytest.approx(3e-3 / 25) and max(rates) <= 3e-3 * (1 + 1e-9)
+    assert rates[-1] < 3e-3 / 1e4 and all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    if max_steps >= 10:  # a warm-up step or more
+        assert rates[peak] == pytest.approx(3e-3) and peak == max_steps // 10
