@@ -22,6 +22,7 @@ Protocol (fixed so anyone can rerun it):
 
 Usage:
     python scripts/bench_depth.py --ckpt CKPT --out out/bench_depth
+    python scripts/bench_depth.py --ckpt zoo:omni_dc --json out/zoo/omni_dc/bench_depth.json   # the zoo's model
     python scripts/bench_depth.py --frames 5               # baselines only, fewer frames
 """
 
@@ -128,6 +129,17 @@ def model_timing(args) -> dict | None:
             "threads": torch.get_num_threads()}
 
 
+def mean_metrics(rows: list[dict]) -> dict[str, float]:
+    """The mean of every metric per (set, pattern, method): ``"set/pattern/method/metric" -> value`` (metric keys as
+    :func:`geo3d.metrics.depth_metrics` names them, e.g. ``rmse_mm``)."""
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        for key, value in r.items():
+            if key not in ("set", "frame", "pattern", "method", "points") and isinstance(value, (int, float)):
+                groups.setdefault(f"{r['set']}/{r['pattern']}/{r['method']}/{key}", []).append(float(value))
+    return {key: sum(values) / len(values) for key, values in groups.items()}
+
+
 def table(rows: list[dict], methods: list[str], key: str, scale: float, unit: str) -> list[str]:
     """Markdown: one row per (set, pattern), one column per method, the mean of ``key`` / ``scale``."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -145,19 +157,28 @@ def table(rows: list[dict], methods: list[str], key: str, scale: float, unit: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=Path, help="DepthCompletion checkpoint (without it: baselines only)")
+    parser.add_argument("--ckpt", help="DepthCompletion checkpoint, or zoo:NAME (without it: baselines only)")
     parser.add_argument("--data", type=Path, default=Path("data/depth/val"), help="held-out synthetic frames")
     parser.add_argument("--frames", type=int, default=10, help="synthetic frames per pattern (default 10)")
     parser.add_argument("--shared", type=Path, help="the real samples (default: geo3d's shared data folder /depth, "
                                                     "../shared/data/depth)")
     parser.add_argument("--out", type=Path, help="also write bench_depth.md and bench_depth.json here")
     parser.add_argument("--no-synthetic", action="store_true", help="real samples only")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="also write the table's means as one JSON object: 'set/pattern/method/metric' -> value "
+                             "(e.g. 'kitti/kitti lidar (its own)/model/rmse_mm'; what make_weights.py --check reads)")
     args = parser.parse_args(argv)
     import torch
 
+    from geo3d.errors import InputError
     from geo3d.io.shared_data import shared_data_dir
+    from geo3d.zoo import resolve
 
     args.shared = args.shared or shared_data_dir() / "depth"
+    try:
+        args.ckpt = None if args.ckpt is None else resolve(args.ckpt)  # zoo:NAME -> the verified weights file
+    except InputError as err:
+        parser.error(str(err))
     if args.ckpt is not None and not args.ckpt.is_file():
         parser.error(f"{args.ckpt}: checkpoint not found")
     methods = [*BASELINES, *(["model"] if args.ckpt else [])]
@@ -181,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / "bench_depth.md", text + "\n")
         atomic_write_text(args.out / "bench_depth.json", json.dumps({"rows": rows, "timing": timing}, indent=1))
+    if args.json:
+        from geo3d.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(mean_metrics(rows), indent=1) + "\n")
     return 0
 
 

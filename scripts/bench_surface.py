@@ -17,6 +17,7 @@ Usage:
     python scripts/make_surface_data.py data/surface                       # once
     python scripts/bench_surface.py --checkpoint CKPT                        # 8 views
     python scripts/bench_surface.py --checkpoint CKPT --frames 30 --data data/surface30
+    python scripts/bench_surface.py --checkpoint zoo:surface_unet --json out/zoo/surface_unet/bench_surface.json
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="only N scans, evenly spaced over the split's sorted list (default all)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to evaluate (default all; refined needs --checkpoint)")
-    parser.add_argument("--checkpoint", type=Path, help="SurfaceRefiner checkpoint (without it: no refined column)")
+    parser.add_argument("--checkpoint", help="SurfaceRefiner checkpoint, or zoo:NAME (without it: no refined column)")
     parser.add_argument("--points", type=int, default=100_000, help="surface samples per mesh (default 100000)")
     parser.add_argument("--keep-threshold", type=float, help="refined: keep probability (default: the model's)")
     parser.add_argument("--trust-weight", type=float, help="refined: voxels fused from at least this many "
                                                              "observations keep their fused TSDF (default: the "
                                                              "model's)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) and per-scan JSON here")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="also write the methods' means as one JSON object: 'method/metric' -> value (e.g. "
+                             "'refined/chamfer_rel', 'poisson/fscore'; what make_weights.py --check reads)")
     args = parser.parse_args(argv)
 
     import torch
@@ -139,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_surface.md").write_text(table + "\n")
         (args.out / "bench_surface.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        from geo3d.io.atomic import atomic_write_text
+
+        flat = {f"{method}/{key}": value for method, mean in means.items() for key, value in mean.items()}
+        atomic_write_text(args.json, json.dumps(flat, indent=1) + "\n")
     return 0
 
 

@@ -14,6 +14,7 @@ stderr, exit code 2.
 Usage:
     python scripts/detect_real.py out/detection/second_tiny_cpu/.../last.ckpt ../shared/data/kitti/training
     python scripts/detect_real.py model.ckpt data/kitti/training --out out/real_scans --score 0.3 --iou 0.5
+    python scripts/detect_real.py zoo:second_car ../shared/data/kitti/training --out out/zoo/second_car/real_scans
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ckpt", type=Path, help="a SecondDetector checkpoint (.ckpt)")
+    parser.add_argument("ckpt", help="a SecondDetector checkpoint (.ckpt), or zoo:NAME (e.g. zoo:second_car)")
     parser.add_argument("dir", type=Path, help="a KITTI training folder (velodyne/, calib/, label_2/) or its parent")
     parser.add_argument("--out", type=Path, default=Path("out/real_scans"),
                         help="output folder (default out/real_scans)")

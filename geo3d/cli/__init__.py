@@ -8,6 +8,7 @@ Subcommands:
     demo                              run the main job end to end on generated data, write a report
     reconstruct --input D --output D  batch surface reconstruction of RGB-D scene folders (resumable)
     complete RGB SPARSE --out D.png   depth completion of one frame (a trained model or IP-Basic/linear/nearest)
+    zoo [NAME]                        the model zoo's table, or one model card (weights loaded as zoo:NAME)
 
 Bad input prints one line ``geo3d: error: <file>: <problem>`` and exits with code 2
 (set ``GEO3D_DEBUG=1`` for the traceback).
@@ -38,6 +39,7 @@ examples:
   geo3d render scene_3dgs.ply --turntable 36 --out out/turntable
   geo3d reconstruct --input data/synth_rgbd --output out/recon --method tsdf --workers 2
   geo3d complete rgb.png sparse_depth.png --out dense.png --method ip_basic
+  geo3d zoo                                   # the model zoo: trained weights, loaded as zoo:NAME
 """
 
 
@@ -361,9 +363,11 @@ def _fraction(text: str) -> float:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from geo3d.zoo import resolve
     from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 
-    options = ReconstructOptions(method=args.method, checkpoint=args.checkpoint, voxel_size=args.voxel_size,
+    checkpoint = None if args.checkpoint is None else str(resolve(args.checkpoint))  # zoo:NAME -> verified file
+    options = ReconstructOptions(method=args.method, checkpoint=checkpoint, voxel_size=args.voxel_size,
                                  voxel_fraction=args.voxel_fraction, depth_max=args.depth_max,
                                  depth_scale=args.depth_scale, eval_points=args.eval_points,
                                  largest_component=args.largest_component, mesh_format=args.format)
@@ -408,7 +412,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--method", choices=["tsdf", "refined", "poisson"], default="tsdf",
                    help="TSDF marching cubes, the learned refinement (needs --checkpoint), or screened Poisson "
                         "of the TSDF surface points (default tsdf)")
-    p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="refined: a SurfaceRefiner checkpoint (.ckpt)")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="refined: a SurfaceRefiner checkpoint (.ckpt), or zoo:NAME (e.g. zoo:surface_unet)")
     voxels = p.add_mutually_exclusive_group()
     voxels.add_argument("--voxel-size", type=float, metavar="M", help="voxel edge in metres")
     voxels.add_argument("--voxel-fraction", type=_fraction, default=1 / 128, metavar="F",
@@ -447,15 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command",
-                                metavar="{fit,validate,test,predict,synth,view,render,demo,reconstruct,complete}")
+                                metavar="{fit,validate,test,predict,synth,view,render,demo,reconstruct,complete,zoo}")
     _add_synth(sub)
     _add_view(sub)
     _add_render(sub)
     _add_demo(sub)
     _add_reconstruct(sub)
     from geo3d.cli.complete import add_complete
+    from geo3d.cli.zoo import add_zoo
 
     add_complete(sub)
+    add_zoo(sub)
     return parser
 
 

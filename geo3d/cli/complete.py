@@ -15,6 +15,7 @@ def _cmd_complete(args: argparse.Namespace) -> None:
     from geo3d.io.atomic import atomic_path
     from geo3d.io.depth_png import write_depth_png
     from geo3d.types import DepthMap
+    from geo3d.zoo import resolve
     from pipelines.depth.data import read_image, read_sparse
     from pipelines.depth.predict import complete_frame
 
@@ -22,12 +23,13 @@ def _cmd_complete(args: argparse.Namespace) -> None:
     if method == "model" and args.ckpt is None:
         raise InputError(None, "give --ckpt CKPT (a trained DepthCompletion checkpoint) or --method "
                                "ip_basic|linear|nearest")
+    ckpt = None if args.ckpt is None else resolve(args.ckpt)  # zoo:NAME -> the entry's verified weights file
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy"):
         raise InputError(out, "expected a .png (uint16, metres x depth scale) or .npy (float32 metres) output")
     image = read_image(args.rgb)
     sparse = read_sparse(args.sparse, args.depth_scale, shape=image.shape[:2])
-    result = complete_frame(image, sparse, method, args.ckpt, args.device, args.max_depth)
+    result = complete_frame(image, sparse, method, ckpt, args.device, args.max_depth)
 
     def write(path: Path, depth) -> None:
         if path.suffix.lower() == ".npy":
@@ -66,13 +68,15 @@ def add_complete(sub) -> None:
               geo3d complete rgb.png sparse_depth.png --out dense.png --method ip_basic
               geo3d complete rgb.png sparse_depth.png --out dense.png --ckpt last.ckpt --uncertainty std.png \\
                   --view panels.png
-              geo3d complete image.png sparse_100.npy --out dense.npy --ckpt last.ckpt"""),
+              geo3d complete image.png sparse_100.npy --out dense.npy --ckpt last.ckpt
+              geo3d complete rgb.png sparse_depth.png --out dense.png --ckpt zoo:omni_dc"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("rgb", type=Path, help="RGB image (PNG/JPG)")
     p.add_argument("sparse", type=Path, help="sparse depth: 16-bit PNG or .npy (metres), 0 = missing")
     p.add_argument("--out", type=Path, required=True, metavar="DEPTH", help="output .png (uint16) or .npy")
-    p.add_argument("--ckpt", type=Path, metavar="CKPT", help="a DepthCompletion checkpoint (the learned model)")
+    p.add_argument("--ckpt", metavar="CKPT",
+                   help="a DepthCompletion checkpoint (the learned model), or zoo:NAME (e.g. zoo:omni_dc)")
     p.add_argument("--method", choices=["ip_basic", "linear", "nearest"], default="ip_basic",
                    help="classical method when no --ckpt is given (default ip_basic)")
     p.add_argument("--depth-scale", type=float, default=256.0, metavar="CODES",

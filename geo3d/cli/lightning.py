@@ -63,6 +63,9 @@ def _make_cli_class():
         """LightningCLI with the project's links, and ``ckpt_path`` checked before Lightning reads it."""
 
         def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--metrics_json", type=str | None, default=None,
+                                help="write the run's final logged metrics (trainer.callback_metrics) to this JSON "
+                                     "file, e.g. geo3d test ... --metrics_json out/test_metrics.json")
             for link in LINKS:
                 if link.on == "instantiate":
                     parser.link_arguments(link.source, link.target, compute_fn=link.compute,
@@ -99,8 +102,32 @@ def _make_cli_class():
             super().parse_arguments(parser, args)
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path is not None and str(ckpt_path).startswith("zoo:"):
+                from geo3d.zoo.registry import resolve  # zoo:NAME -> the entry's verified weights file
+
+                ckpt_path = self.config[subcommand]["ckpt_path"] = str(resolve(ckpt_path))
             if ckpt_path is not None:
                 check_checkpoint(ckpt_path)
+
+        def _write_metrics(self) -> None:
+            """Write ``trainer.callback_metrics`` (name -> float) to ``--metrics_json`` when given."""
+            path = self.config[self.subcommand].get("metrics_json")
+            if path:
+                import json
+
+                from geo3d.io.atomic import atomic_write_text
+
+                metrics = {key: float(value) for key, value in sorted(self.trainer.callback_metrics.items())}
+                atomic_write_text(path, json.dumps(metrics, indent=1) + "\n")
+
+        def after_fit(self) -> None:
+            self._write_metrics()
+
+        def after_validate(self) -> None:
+            self._write_metrics()
+
+        def after_test(self) -> None:
+            self._write_metrics()
 
     return GeoLightningCLI
 
@@ -109,7 +136,9 @@ def run_lightning(args: list[str]) -> None:
     """Run the Lightning CLI (``fit``/``validate``/``test``/``predict``) with ``args``.
 
     A ``ckpt_path`` (from the command line or a config file) is checked with
-    :func:`geo3d.io.checkpoint.check_checkpoint` right after parsing, before Lightning reads it.
+    :func:`geo3d.io.checkpoint.check_checkpoint` right after parsing, before Lightning reads it; ``zoo:NAME``
+    is first replaced by the model zoo entry's verified weights file. ``--metrics_json FILE`` writes the run's
+    final logged metrics (``fit``, ``validate``, ``test``) to FILE.
     """
     from unittest import mock
 

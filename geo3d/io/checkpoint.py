@@ -5,6 +5,7 @@ reads a ``--ckpt_path``, :func:`load_module` for inference (``geo3d complete``, 
 real-scan report, the benchmarks). :func:`load_module` also upgrades the hyper-parameters of checkpoints written
 before a module's settings were grouped into typed dataclasses: a module that changed its signature defines
 ``upgrade_hparams(hparams: dict) -> dict`` (a static or class method), usually with :func:`regroup_hparams`.
+Both take ``zoo:NAME`` for a model zoo entry's weights (:func:`geo3d.zoo.registry.resolve`: checksum verified).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def _first_sentence(text: str, limit: int = 200) -> str:
     return line.split(". ")[0].rstrip(".")[:limit]
 
 
+def _resolve(path: str | os.PathLike) -> Path:
+    """``zoo:NAME`` -> the zoo entry's verified weights file; any other path as it is."""
+    if str(path).startswith("zoo:"):
+        from geo3d.zoo.registry import resolve
+
+        return resolve(path)
+    return Path(path)
+
+
 def check_checkpoint(path: str | os.PathLike) -> None:
     """Check a ``--ckpt_path`` file before Lightning loads it, so a bad one is a one-line error.
 
@@ -39,17 +49,17 @@ def check_checkpoint(path: str | os.PathLike) -> None:
     keywords (:data:`CKPT_PATH_KEYWORDS`, ``registry...``) and URLs (``scheme://``) are left to Lightning.
 
     Args:
-        path: the ``--ckpt_path`` value.
+        path: the ``--ckpt_path`` value; ``zoo:NAME`` is a model zoo entry's weights.
 
     Raises:
         InputError: the file is missing, is a folder, is not a readable torch checkpoint (truncated,
             corrupt, another format), holds objects that ``weights_only=True`` refuses, or holds no
-            ``state_dict``.
+            ``state_dict``; an unknown zoo name or a zoo file whose sha256 differs from the registry's.
     """
     text = str(path)
     if text in CKPT_PATH_KEYWORDS or text.startswith("registry") or "://" in text:
         return
-    path = Path(path)
+    path = _resolve(path)
     if not path.exists():
         raise InputError(path, "checkpoint not found (--ckpt_path)")
     if not path.is_file():
@@ -87,7 +97,7 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
     Lightning's ``load_from_checkpoint`` builds the module and loads the weights (strict).
 
     Args:
-        path: a ``.ckpt`` file written by ``geo3d fit`` (or a pipeline's demo).
+        path: a ``.ckpt`` file written by ``geo3d fit`` (or a pipeline's demo), or ``zoo:NAME`` (a model zoo entry).
         cls: the expected LightningModule class, e.g. ``pipelines.detection.module.SecondDetector``.
         map_location: where the tensors go (``"cpu"``, ``"cuda"``, a ``torch.device``).
 
@@ -100,7 +110,7 @@ def load_module(path: str | os.PathLike, cls: type[ModuleT], map_location: Any =
     """
     import torch
 
-    path = Path(path)
+    path = _resolve(path)
     if not path.exists():
         raise InputError(path, "checkpoint not found")
     check_checkpoint(path)
