@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 SYSLIBS := libusb-1.0-0 libgl1 libegl1 libgomp1 libvulkan1 mesa-vulkan-drivers xvfb
 STAMP := $(VENV)/.geo3d-installed
 
-.PHONY: demo test lint bench setup clean-venv
+.PHONY: demo test lint bench weights setup clean-venv
 
 demo: $(STAMP)
 	$(VENV)/bin/geo3d demo --out out/demo
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_ops.py
+
+# Retrain every model zoo entry from scratch with the commands of its card (MODELS.md); hours, not in CI.
+weights: $(STAMP)
+	$(PY) scripts/make_weights.py
 
 setup: $(STAMP)
 

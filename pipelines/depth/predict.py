@@ -106,3 +106,39 @@ def complete_frame(image: np.ndarray, sparse: torch.Tensor, method: str = "model
     kwargs = {"max_depth": max_depth} if method == "ip_basic" else {}
     depth = complete_baseline(method, sp, **kwargs)[0, 0].float().cpu()
     return Completion(depth, None, time.perf_counter() - start)
+
+
+PROBE_SEED = 27
+"""The seed of :func:`zoo_probe`'s synthetic frame and sparse pattern."""
+
+
+@torch.no_grad()
+def zoo_probe(module: DepthCompletion) -> dict[str, np.ndarray]:
+    """The model zoo's probe: the completed depth of one fixed small synthetic frame.
+
+    The frame is :func:`geo3d.synth.depth.synth_frame` of seed :data:`PROBE_SEED` (an outdoor street, 192 x 64,
+    built in code in well under a second) with a 64-beam LiDAR pattern drawn from its ground truth with the same
+    seed (:func:`geo3d.synth.patterns.sample_sparse`). The module runs as loaded, in eval mode.
+
+    Args:
+        module: a :class:`~pipelines.depth.module.DepthCompletion` (a zoo entry's weights, or any).
+
+    Returns:
+        ``depth`` and ``uncertainty``: (64, 192) float32 metres.
+    """
+    from geo3d.synth.depth import synth_frame
+    from geo3d.synth.patterns import sample_sparse
+    from pipelines.depth.data import to_tensors
+    from pipelines.depth.module import uncertainty
+
+    image, gt, K, _ = synth_frame(PROBE_SEED, "outdoor", 192, 64, nthreads=1)
+    sparse = sample_sparse(torch.from_numpy(gt), "lidar:64", np.random.default_rng(PROBE_SEED),
+                           K=torch.from_numpy(K), image=image)
+    img, sp = to_tensors(image, sparse)
+    was_training = module.training
+    module.eval()
+    try:
+        out = module(img[None], sp[None])
+    finally:
+        module.train(was_training)
+    return {"depth": out["depth"][0, 0].numpy(), "uncertainty": uncertainty(out)[0, 0].numpy()}

@@ -48,10 +48,12 @@ from geo3d.io.atomic import atomic_path, atomic_write_text
 from geo3d.io.checkpoint import load_module
 from geo3d.io.kitti import find_kitti_frames, objects_to_boxes_lidar, points_in_image_fov
 from ops.boxes import boxes_iou_bev
-from pipelines.detection.data import KittiDetectionDataset, boxes_in_range, collate_frames
+from pipelines.detection.data import KittiDetectionDataset, boxes_in_range, collate_frames, crop_points
 from pipelines.detection.module import SecondDetector
 from pipelines.detection.render import bev_pixels, draw_boxes_bev, render_bev
 
+PROBE_SEED = 27
+"""The seed of :func:`zoo_probe`'s synthetic frame (:func:`geo3d.synth.kitti.simulate_frame`)."""
 CAR_TYPES = ("Car", "Van")
 DONTCARE_MIN_OVERLAP = 0.5  # share of a prediction's 2D box inside a DontCare region to ignore it
 RULES = (
@@ -78,6 +80,39 @@ def load_detector(path: str | os.PathLike) -> SecondDetector:
         InputError: the file is missing, unreadable, or not a SecondDetector checkpoint.
     """
     return load_module(path, SecondDetector, map_location="cpu")
+
+
+@torch.no_grad()
+def zoo_probe(module: SecondDetector) -> dict[str, np.ndarray]:
+    """The model zoo's probe: the detector's output on one fixed synthetic KITTI-like frame.
+
+    The frame is :func:`geo3d.synth.kitti.simulate_frame` of seed :data:`PROBE_SEED` (a street with cars, ray-cast
+    by the simulated HDL-64E; built in code, about 2 s), cut to the left camera's field of view and the model's
+    range as the data module cuts it. The module runs in eval mode, as inference does.
+
+    Args:
+        module: a :class:`SecondDetector` (a zoo entry's weights, or any).
+
+    Returns:
+        ``boxes`` (P, 7) float32 LiDAR-frame boxes (metres, radians), ``scores`` (P,) float32 and ``labels`` (P,)
+        int64 of the detections, and ``cls_logits`` (A, K) float32 the head's class logits at every anchor (so a
+        change is seen even where no box passes the score threshold).
+    """
+    from geo3d.synth.kitti import IMAGE_SIZE, simulate_frame
+
+    frame = simulate_frame(PROBE_SEED, nthreads=1)
+    points = frame.points[points_in_image_fov(frame.points[:, :3], frame.calib, IMAGE_SIZE)]
+    points = torch.from_numpy(np.ascontiguousarray(crop_points(points, module.point_cloud_range)))
+    batch = torch.zeros(len(points), dtype=torch.int64)
+    was_training = module.training
+    module.eval()
+    try:
+        preds = module(points, batch, 1)
+        (detections,) = module.detect(preds, points, batch)
+    finally:
+        module.train(was_training)
+    return {"boxes": detections.boxes.numpy(), "scores": detections.scores.numpy(),
+            "labels": detections.labels.numpy(), "cls_logits": preds["cls"][0].numpy()}
 
 
 def _dontcare_share(boxes_2d: np.ndarray, regions: np.ndarray) -> np.ndarray:

@@ -606,3 +606,50 @@ def write_summary(output: Path, records: list[dict[str, Any]]) -> tuple[Path, Pa
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
+
+PROBE_SEED = 27
+"""The seed of :func:`zoo_probe`'s synthetic scan."""
+
+
+def zoo_probe(module) -> dict[str, Any]:
+    """The model zoo's probe: the refined TSDF of one fixed small fused synthetic scan.
+
+    The scan is built in code (well under a second): the procedural ``blob`` of :mod:`geo3d.synth.rgbd` (seed
+    :data:`PROBE_SEED`, diagonal 1 m), ray-cast from 4 random cameras at 160 x 120 with Kinect v1 noise, fused at a
+    voxel of 1/40 of the diagonal (truncation 4 voxels). The module predicts at the fused voxels and its dilation's
+    candidates (:func:`~pipelines.surface.data.candidate_voxels`), in eval mode. Voxels are sorted by their
+    coordinates (the fusion's hash map orders them run-dependently).
+
+    Args:
+        module: a :class:`~pipelines.surface.module.SurfaceRefiner` (a zoo entry's weights, or any).
+
+    Returns:
+        ``coords`` (M, 3) int32 voxel indices, ``tsdf`` (M,) float32 the refined TSDF (truncation units) and
+        ``keep_logit`` (M,) float32 the keep logits.
+    """
+    import numpy as np
+    import torch
+
+    from geo3d.io.rgbd import RGBDFrame
+    from geo3d.synth.rgbd import build_rgbd_object, camera_matrix, kinect_noise, random_poses, render_rgbd
+    from geo3d.types import DepthMap
+    from pipelines.surface.data import candidate_voxels
+    from pipelines.surface.fusion import fuse_rgbd
+
+    rng = np.random.default_rng(PROBE_SEED)
+    obj = build_rgbd_object("blob", rng)
+    poses, K = random_poses(4, rng), camera_matrix(160, 120)
+    frames = [RGBDFrame(torch.from_numpy(color), DepthMap(kinect_noise(depth, rng).astype(np.float32), K=K), pose)
+              for (color, depth), pose in zip(render_rgbd(obj, poses, K, 160, 120, nthreads=1), poses)]
+    volume = fuse_rgbd(frames, 1 / 40, progress=False)
+    coords, tsdf, weight, color = candidate_voxels(*volume.voxels(), module.dilation)
+    order = torch.from_numpy(np.lexsort(coords.numpy().T[::-1]))
+    coords, tsdf, weight, color = coords[order], tsdf[order], weight[order], color[order]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            pred, keep = module(coords, tsdf, weight, color)
+    finally:
+        module.train(was_training)
+    return {"coords": coords.int().numpy(), "tsdf": pred.numpy(), "keep_logit": keep.numpy()}
