@@ -87,15 +87,6 @@ def test_bad_label_and_transforms_errors(tmp_path, capsys, shared_data):
     assert code == 2 and str(transforms) in err and "frames" in err and err.count("\n") == 1
 
 
-def test_console_script_prints_no_traceback(tmp_path):
-    bad = tmp_path / "bad.bin"
-    bad.write_bytes(b"\x00" * 7)
-    proc = subprocess.run([sys.executable, "-m", "geo3d.cli", "view", str(bad), "--out", str(tmp_path / "x.png")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
-
-
 # ---------------------------------------------------------------------- malformed input (issue 11), as a user runs it
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,10 +129,11 @@ def _scan(rng_seed: int = 0, n: int = 2000) -> np.ndarray:
                             rng.uniform(0, 1, n)]).astype(np.float32)
 
 
-@pytest.mark.parametrize("value", ["nan", "inf"])
-def test_scan_with_nan_or_inf_is_one_line_naming_the_file(tmp_path, value):
+def test_scan_with_nan_or_inf_is_one_line_naming_the_file(tmp_path):
+    """One NaN, one +inf and one -inf point (in different columns): each is counted, and the console script prints
+    one line, exit code 2, no traceback."""
     points = _scan()
-    points[[10, 20, 30], 1] = float(value)
+    points[10, 1], points[20, 0], points[30, 3] = np.nan, np.inf, -np.inf
     scan = tmp_path / "velodyne" / "000000.bin"
     scan.parent.mkdir()
     write_velodyne(scan, points)
