@@ -10,13 +10,19 @@ PIP := $(PY) -m pip
 SYSLIBS := libusb-1.0-0 libgl1 libegl1 libgomp1 libvulkan1 mesa-vulkan-drivers xvfb
 STAMP := $(VENV)/.geo3d-installed
 
-.PHONY: demo test lint bench weights setup clean-venv
+.PHONY: demo test test-slow lint bench weights setup clean-venv
 
 demo: $(STAMP)
 	$(VENV)/bin/geo3d demo --out out/demo
 
+# The suite in parallel: one pytest-xdist worker per core (at most 4), each starting on its own contiguous share of
+# the tests (so a file's fixtures are mostly built once) and taking over queued tests when it runs out.
+# `make test-slow` runs the tests marked slow instead (README, "Tests").
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
