@@ -1,19 +1,20 @@
-"""The detection stage of ``geo3d demo`` (:func:`run_stage`): train (or reuse) the tiny SECOND, evaluate it, run it
-on real data, render a validation frame and a real frame.
+"""The detection stage of ``geo3d demo`` (:func:`run_stage`): the model zoo's SECOND on held-out synthetic frames
+and on the real KITTI frames, beside its model card.
 
-1. Data: a small synthetic KITTI set (``geo3d.synth.kitti.generate_kitti``: 240 training and 30 validation frames,
-   about 100 s) unless ``data_dir`` is given. With the same training time, 240 distinct frames gave fewer false
-   positives on the real frames than 120 frames seen twice as often (measured 2026-11-30: at most 3 per frame
-   against 4).
-2. Model: ``OUT/second_tiny.ckpt`` (or ``checkpoint``) when it exists, else a short training run with
-   ``configs/detection/second_tiny_cpu.yaml``'s model and data settings, sized to ``max_minutes``.
-3. Evaluation: the KITTI APs over the validation split.
-4. The real KITTI frames (``../shared/data/kitti``) when present: detections written as KITTI result
-   files, the CPU inference time per frame (forward + decoding + NMS, median of 5), and the real-scan report
-   (``predict.evaluate_real_frames``: cars in range found and false positives at score >= 0.3, per frame,
-   with a BEV picture of each frame). Without the shared data the report says it was skipped.
-5. Renders (:func:`run_stage`): the validation frame with the most labelled cars and the real frame 000001, ground
-   truth green and predictions red with their scores (``viewers.files.view_files``), into the report folder.
+1. Model: ``zoo:second_car`` (:func:`geo3d.zoo.load`), no training.
+2. Held-out data: the first :data:`DEMO_FRAMES` frames of the card's benchmark set, ``geo3d synth kitti DIR
+   --frames 0 --val-frames 120 --seed 1`` (every frame has a seed of its own, spawned from the set's seed, so the
+   first N frames are the same whatever the count; the 120 frames take about 90 s to generate, too long for the
+   stage). The card carries the AP of this subset (:func:`card_subset_metric`) beside the AP of all 120.
+3. Evaluation: the module's own detection path (:meth:`SecondDetector.predict_step`, as ``geo3d validate`` runs
+   it) on the frames as the data module loads them for validation, and the KITTI protocol
+   (:func:`~pipelines.detection.kitti_eval.kitti_eval`, Car): the same numbers ``geo3d validate`` logs. The
+   detections are written as KITTI result files.
+4. The real KITTI frames (``../shared/data/kitti``) when present: the real-scan report
+   (:func:`~pipelines.detection.predict.evaluate_real_frames`: cars in range found and false positives at score
+   >= 0.3, a BEV picture per frame) and the CPU inference time on frame 000001. Without the shared data the
+   report says it was skipped.
+5. A BEV picture of the held-out frame with the most labelled cars, drawn as the real-scan report draws its frames.
 """
 
 from __future__ import annotations
@@ -26,27 +27,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
+import numpy as np
 import torch
 import yaml
 
 from geo3d.io.atomic import atomic_path
-from geo3d.io.checkpoint import load_module
-from geo3d.io.kitti import read_label
+from geo3d.io.kitti import write_label
 from geo3d.io.shared_data import shared_data_dir
-from geo3d.report import StageResult
-from pipelines.detection.data import KittiDataModule, SplitSettings, collate_frames, list_frames
+from geo3d.report import StageResult, card_checks
+from pipelines.detection.data import KittiDataModule, KittiDetectionDataset, collate_frames, list_frames
+from pipelines.detection.kitti_eval import kitti_eval
 from pipelines.detection.module import SecondDetector
-from pipelines.detection.predict import evaluate_real_frames
+from pipelines.detection.predict import classify_frame, evaluate_real_frames, render_frame
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "detection" / "second_tiny_cpu.yaml"
-# Training cost of the tiny model per frame on the 2-core reference machine: measured 0.15 s idle and
-# 0.3 s busy; the time budget (max_time) stops a slower run anyway.
-SECONDS_PER_FRAME = 0.2
+ZOO_MODEL = "second_car"
+HELD_OUT_SEED = 1  # the card's benchmark: geo3d synth kitti DIR --frames 0 --val-frames 120 --seed 1
+DEMO_FRAMES = 40
+"""Held-out frames the stage generates and evaluates: the first 40 of the card's 120."""
+
+def card_subset_metric(frames: int) -> str:
+    """The card's name for the AP of the first ``frames`` held-out frames (``geo3d validate`` on a set written with
+    ``--frames 0 --val-frames FRAMES --seed 1``)."""
+    return f"held-out Car 3D AP R40 moderate, first {frames} frames"
+
+
 REAL_SCORE = 0.3  # score threshold of the real-scan report's counts
 REPORTED = ("Car_3d_R40_moderate", "Car_bev_R40_moderate", "Car_3d_R40_easy", "Car_3d_R40_hard",
             "Car_3d_R11_moderate", "Car_bbox_R40_moderate")
+SHOWS = (f"the model zoo's SECOND (`zoo:second_car`) on {DEMO_FRAMES} freshly generated held-out synthetic "
+         "frames (Car 3D AP R40 moderate) and on the real KITTI frames (cars found, false positives), with BEV "
+         "pictures, beside its model card")
 
 
 def _real_kitti_dir() -> Path | None:
@@ -80,10 +92,11 @@ def typed_init_args(cls: type, init_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def tiny_config(data_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model and data arguments of ``configs/detection/second_tiny_cpu.yaml`` for ``data_dir``.
+    """The model and data arguments of ``configs/detection/second_tiny_cpu.yaml`` for ``data_dir`` (the tests build
+    small detectors from it).
 
     ``class_names`` and ``point_cloud_range``, written once in the config's data section, go to both (as the CLI's
-    links do); the demo loads data in the main process (``num_workers=0``).
+    links do); data is loaded in the main process (``num_workers=0``).
 
     Returns:
         ``(model_args, data_args)`` for :class:`SecondDetector` and :class:`KittiDataModule`.
@@ -97,116 +110,64 @@ def tiny_config(data_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return model_args, data_args
 
 
-def time_inference(model: SecondDetector, batch: dict, repeats: int = 5) -> float:
+def time_inference(model: SecondDetector, batch: dict, repeats: int = 3) -> float:
     """Median seconds of one forward pass, decoding, NMS and vertical refinement on ``batch`` (eval mode, no grad)."""
     model.eval()
     times = []
     with torch.no_grad():
-        for _ in range(repeats + 1):  # the first call builds spconv's and voxelizer's caches
+        for _ in range(repeats + 1):  # the first call builds spconv's and the voxelizer's caches
             start = time.perf_counter()
             model.detect(model(batch["points"], batch["batch"], batch["batch_size"]), batch["points"], batch["batch"])
             times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 
 
-def run_detection_demo(
-    out_dir: str | os.PathLike,
-    data_dir: str | os.PathLike | None = None,
-    max_minutes: float = 6.0,
-    checkpoint: str | os.PathLike | None = None,
-    train_frames: int = 240,
-    val_frames: int = 30,
-    seed: int = 0,
-) -> dict:
-    """Train or reuse the tiny detector, evaluate it, and run it on the real KITTI frame.
+def evaluate_held_out(model: SecondDetector, data_dir: Path, result_dir: Path) -> tuple[dict[str, float], dict]:
+    """Detect on the validation split of ``data_dir`` and score it with the KITTI protocol, as ``geo3d validate``.
 
     Args:
-        out_dir: output folder (checkpoint, logs, results, images).
-        data_dir: a KITTI-format folder with ``ImageSets/{train,val}.txt``; None generates
-            ``train_frames`` + ``val_frames`` synthetic frames into ``out_dir/synth_kitti``.
-        max_minutes: training budget when no checkpoint exists (the schedule is sized to fit it).
-        checkpoint: a checkpoint to reuse; default ``out_dir/second_tiny.ckpt`` when it exists.
-        train_frames, val_frames, seed: the generated data set.
+        model: the detector (eval mode).
+        data_dir: a KITTI-format folder with ``ImageSets/val.txt``.
+        result_dir: where each frame's detections go as a KITTI result file ``<frame_id>.txt``.
 
     Returns:
-        ``text`` (a markdown paragraph), ``metrics`` (dict of floats), ``images`` (list of PNG paths),
-        ``checkpoint`` (Path), ``results`` (the real frames' KITTI result files, or None), ``val_results``
-        (KITTI result files of the validation frames), ``data_dir`` (the KITTI-format data set, Path),
-        ``real_dir`` (the real KITTI folder, or None) and ``real_report`` (``evaluate_real_frames``'s result,
-        written to ``out_dir/real_scans``, or None).
+        ``(results, best)``: the KITTI evaluation (Car: ``Car_3d_R40_moderate``, ...; plus ``num_frames``) and the
+        frame with the most labelled cars (``item``: its loaded frame, ``prediction``: its
+        :meth:`SecondDetector.predict_step` output).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if data_dir is None:
-        from geo3d.synth.kitti import generate_kitti
+    data = KittiDataModule(str(data_dir), class_names=model.class_names, point_cloud_range=model.point_cloud_range)
+    data.setup("validate")
+    dataset = data.datasets["val"]
+    gt_annos, dt_annos, best = [], [], None
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset.load(index)
+            (prediction,) = model.predict_step(collate_frames([item]), index)
+            write_label(result_dir / f"{item['frame_id']}.txt", prediction["objects"])
+            gt_annos.append(item["annos"])
+            dt_annos.append(prediction["objects"])
+            cars = sum(o.type == "Car" for o in item["annos"])
+            if best is None or cars > best["cars"]:
+                best = {"cars": cars, "item": item, "prediction": prediction}
+    classes = tuple(model.runtime.eval_classes or model.class_names)
+    results = {k: float(v) for k, v in kitti_eval(gt_annos, dt_annos, classes=classes).items()}
+    results["num_frames"] = float(len(dataset))
+    return results, best
 
-        data_dir = generate_kitti(out / "synth_kitti", frames=train_frames, val_frames=val_frames, seed=seed)
-    model_args, data_args = tiny_config(data_dir)
-    splits = data_args.get("splits", SplitSettings())
-    pl.seed_everything(seed, workers=True)
-    ckpt = Path(checkpoint) if checkpoint else out / "second_tiny.ckpt"
-    datamodule = KittiDataModule(**data_args)
-    trained_now = not ckpt.is_file()
-    start = time.perf_counter()
-    if trained_now:
-        model = SecondDetector(**model_args)
-        n_train = len(list_frames(data_dir, splits.train))
-        epochs = max(1, int(max_minutes * 60 * 0.85 / (SECONDS_PER_FRAME * n_train)))
-        print(f"training the tiny SECOND on {n_train} frames for {epochs} epochs (at most {max_minutes:g} min)",
-              flush=True)
-        trainer = pl.Trainer(max_epochs=epochs, max_time={"minutes": max_minutes}, accelerator="auto", devices=1,
-                             gradient_clip_val=10.0, logger=pl.loggers.CSVLogger(out, name="logs"),
-                             enable_checkpointing=False, num_sanity_val_steps=0,
-                             limit_val_batches=0, enable_model_summary=False)
-        trainer.fit(model, datamodule=datamodule)
-        with atomic_path(ckpt) as tmp:  # an interrupted save never leaves a checkpoint to reuse
-            trainer.save_checkpoint(tmp)
-    model = load_module(ckpt, SecondDetector)
-    train_seconds = time.perf_counter() - start
-    evaluator = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                           enable_model_summary=False)
-    results = evaluator.validate(model, datamodule=datamodule, verbose=False)[0]
-    metrics = {k: float(results[f"val/{k}"]) for k in REPORTED if f"val/{k}" in results}
-    metrics["val_frames"] = float(results.get("val/num_frames", 0))
-    origin = f"trained for {train_seconds / 60:.1f} min, saved to" if trained_now else "loaded from"
-    shown = ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt
-    text = (f"SECOND (tiny CPU configuration) {origin} `{shown}`, evaluated with the KITTI protocol on "
-            f"{int(metrics['val_frames'])} validation frames of `{data_dir}`.")
-    val_results = out / "val_results"
-    model.result_dir = str(val_results)
-    val_data = KittiDataModule(**{**data_args, "splits": dataclasses.replace(splits, predict=splits.val)})
-    evaluator.predict(model, datamodule=val_data)
-    text += f" Its detections on the validation frames are in `{val_results.relative_to(out)}`."
-    images = []
-    result_dir = None
-    real = _real_kitti_dir()
-    if real is not None:
-        result_dir = out / "real_kitti_results"
-        model.result_dir = str(result_dir)
-        predict_data = KittiDataModule(**{**data_args, "data_dir": str(real),
-                                           "splits": dataclasses.replace(splits, predict="all")})
-        predictions = evaluator.predict(model, datamodule=predict_data)
-        frame = predictions[0][0]
-        predict_data.setup("predict")
-        batch = collate_frames([predict_data.datasets["predict"][0]])
-        metrics["real_frame_inference_s"] = time_inference(model.to("cpu"), batch)
-        metrics["real_frame_detections"] = float(len(frame["boxes"]))
-        text += (f" On the real KITTI frame {frame['frame_id']} it predicted {len(frame['boxes'])} cars (score >= "
-                 f"{model.hparams.postprocess.score_thresh}; results in `{result_dir.relative_to(out)}`), in "
-                 f"{metrics['real_frame_inference_s'] * 1000:.0f} ms per frame on the CPU "
-                 f"({torch.get_num_threads()} torch thread(s)).")
-        real_report = evaluate_real_frames(model, real / "training", out / "real_scans", score_thresh=REAL_SCORE,
-                                           progress=False)
-        text += " " + _real_report_text(real_report, "real_scans")
-        metrics.update(_real_report_metrics(real_report))
-        images += [Path(f["image"]) for f in real_report["frames"]]
-    else:
-        real_report = None
-        shared = shared_data_dir() / "kitti"
-        text += (f" The real-scan report was skipped: no real KITTI frames at `{shared}` (set GEO3D_SHARED_DATA to "
-                 "a folder holding kitti/training/{velodyne,calib,label_2}).")
-    return {"text": text, "metrics": metrics, "images": images, "checkpoint": ckpt, "results": result_dir,
-            "val_results": val_results, "data_dir": Path(data_dir), "real_dir": real, "real_report": real_report}
+
+def held_out_picture(model: SecondDetector, best: dict, png: Path) -> Path:
+    """The BEV picture of one held-out frame, labels and detections drawn as the real-scan report draws them."""
+    from PIL import Image
+
+    item, det = best["item"], best["prediction"]["boxes"]
+    bbox_2d = np.array([o.bbox for o in best["prediction"]["objects"]], dtype=np.float64).reshape(-1, 4)
+    record = classify_frame(det.boxes, det.scores, bbox_2d, item["annos"], item["calib"], item["image_size"],
+                            list(model.point_cloud_range), REAL_SCORE)
+    title = (f"held-out synthetic {item['frame_id']}: {record['cars_found']}/{record['cars_in_range']} cars found, "
+             f"{record['false_positives']} false positives (score >= {REAL_SCORE:g})")
+    with atomic_path(png) as tmp:
+        Image.fromarray(render_frame(item["points"], record, list(model.point_cloud_range), title)).save(tmp, "PNG")
+    return png
 
 
 def _real_report_text(report: dict, where: str) -> str:
@@ -222,57 +183,69 @@ def _real_report_text(report: dict, where: str) -> str:
 
 
 def _real_report_metrics(report: dict) -> dict:
-    """The real-scan report's counts as demo metrics (floats)."""
+    """The real-scan report's counts as demo metrics."""
     t = report["total"]
-    metrics = {"real_cars_in_range": float(t["cars_in_range"]), "real_cars_found": float(t["cars_found"]),
-               f"real_false_positives_score{report['score_thresh']:g}": float(t["false_positives"]),
-               "real_max_false_positives_per_frame": float(max((f["false_positives"] for f in report["frames"]),
-                                                               default=0)),
-               "real_out_of_view": float(t["out_of_view"]), "real_in_dontcare": float(t["in_dontcare"])}
+    metrics = {"real_cars_in_range": t["cars_in_range"], "real_cars_found": t["cars_found"],
+               f"real_false_positives_score{report['score_thresh']:g}": t["false_positives"],
+               "real_max_false_positives_per_frame": max((f["false_positives"] for f in report["frames"]), default=0),
+               "real_out_of_view": t["out_of_view"], "real_in_dontcare": t["in_dontcare"]}
     for f in report["frames"]:
-        metrics[f"real_{f['frame_id']}_cars_found"] = float(f["cars_found"])
-        metrics[f"real_{f['frame_id']}_cars_in_range"] = float(f["cars_in_range"])
-        metrics[f"real_{f['frame_id']}_false_positives"] = float(f["false_positives"])
+        metrics[f"real_{f['frame_id']}_cars_found"] = f["cars_found"]
+        metrics[f"real_{f['frame_id']}_cars_in_range"] = f["cars_in_range"]
+        metrics[f"real_{f['frame_id']}_false_positives"] = f["false_positives"]
     return metrics
 
 
-def run_stage(out: Path, max_minutes: float | None = None) -> StageResult:
-    """The detection stage of ``geo3d demo``: :func:`run_detection_demo` into ``out``, and renders of a validation
-    frame and the real frame 000001 (ground truth green, predictions red with their scores) into the report folder.
+def run_stage(out: Path, frames: int = DEMO_FRAMES) -> StageResult:
+    """The detection stage of ``geo3d demo`` (see the module docstring).
 
     Args:
-        out: the stage's folder, ``<report folder>/detection`` (checkpoint, data, results, logs).
-        max_minutes: training budget when no checkpoint exists (None: :func:`run_detection_demo`'s 6 minutes).
+        out: the stage's folder, ``<report folder>/detection`` (generated data, result files, real-scan report).
+        frames: held-out frames to generate and evaluate (the first ones of the card's set).
 
     Returns:
-        The stage's text, metrics and images (the renders ``<report folder>/detection_val_<frame>.png`` and
-        ``detection_real_000001.png``, then the real-scan report's BEV pictures under ``out``).
+        The stage's text, metrics (the KITTI APs of :data:`REPORTED`, ``val_frames``, the real-scan counts and the
+        inference time), its pictures (``<report folder>/detection_heldout.png``, then the real frames' BEV
+        pictures) and its numbers beside the ``second_car`` card.
     """
-    from viewers.files import view_files
+    from geo3d import zoo
+    from geo3d.synth.kitti import generate_kitti
 
     out = Path(out)
-    report_dir = out.parent
-    result = run_detection_demo(out, **({} if max_minutes is None else {"max_minutes": max_minutes}))
-    images = []
-    # The validation frame with the most labelled cars, ground truth (green) against predictions (red).
-    val = result["data_dir"] / "training"
-    frame_ids = sorted(p.stem for p in result["val_results"].glob("*.txt"))
-    if frame_ids:
-        frame = max(frame_ids, key=lambda i: sum(o.type == "Car" for o in read_label(val / "label_2" / f"{i}.txt")))
-        images.append(view_files([val / "velodyne" / f"{frame}.bin"], boxes=val / "label_2" / f"{frame}.txt",
-                                 calib=val / "calib" / f"{frame}.txt", pred=result["val_results"] / f"{frame}.txt",
-                                 out=report_dir / f"detection_val_{frame}.png", width=1280, height=720))
-    if result["results"] is not None:
-        real = result["real_dir"] / "training"
-        images.append(view_files([real / "velodyne" / "000001.bin"], boxes=real / "label_2" / "000001.txt",
-                                 calib=real / "calib" / "000001.txt", pred=result["results"] / "000001.txt",
-                                 out=report_dir / "detection_real_000001.png", width=1280, height=720))
-    text = result["text"] + (" Renders: ground truth green, predictions red with their scores (a validation "
-                             "frame, then the real KITTI frame)")
-    if result["real_report"] is not None:
-        text += ("; then the real-scan report's bird's-eye views, one per real frame (labelled cars green, "
-                 "predictions with their scores: matching a car cyan, false positives red, out of the camera's "
-                 "view or in DontCare grey).")
+    model = zoo.load(ZOO_MODEL)
+    start = time.perf_counter()
+    data_dir = generate_kitti(out / "synth_kitti_seed1", frames=0, val_frames=frames, seed=HELD_OUT_SEED,
+                              workers=2 if frames > 4 else 1, progress=False)
+    generate_seconds = time.perf_counter() - start
+    results, best = evaluate_held_out(model, data_dir, out / "heldout_results")
+    metrics: dict[str, Any] = {k: results[k] for k in REPORTED if k in results}
+    metrics["val_frames"] = int(results["num_frames"])
+    measured = {card_subset_metric(frames): metrics["Car_3d_R40_moderate"]}
+    images = [held_out_picture(model, best, out.parent / "detection_heldout.png")]
+    text = (f"SECOND from the model zoo (`zoo:{ZOO_MODEL}`, no training here) on the first {frames} frames of "
+            f"its held-out benchmark set (`geo3d synth kitti DIR --frames 0 --val-frames {frames} --seed "
+            f"{HELD_OUT_SEED}`: the same frames as the card's 120-frame set begins with; generated in "
+            f"{generate_seconds:.0f} s), evaluated with the KITTI protocol: Car 3D AP R40 moderate "
+            f"{metrics['Car_3d_R40_moderate']:.2f}. Detections in `heldout_results`; the first picture is the "
+            f"held-out frame {best['item']['frame_id']} (its {best['cars']} labelled cars) in bird's-eye view.")
+    real = _real_kitti_dir()
+    if real is not None:
+        report = evaluate_real_frames(model, real / "training", out / "real_scans", score_thresh=REAL_SCORE,
+                                      progress=False)
+        metrics.update(_real_report_metrics(report))
+        measured.update({"real KITTI cars in range": report["total"]["cars_in_range"],
+                         "real KITTI cars found": report["total"]["cars_found"],
+                         "real KITTI false positives (score >= 0.3)": report["total"]["false_positives"]})
+        images += [Path(f["image"]) for f in report["frames"]]
+        first = KittiDetectionDataset(real, list_frames(real, "all")[:1], model.class_names, model.point_cloud_range)
+        batch = collate_frames([first.load(0)])
+        metrics["real_frame_inference_s"] = time_inference(model, batch)
+        text += (" " + _real_report_text(report, "real_scans") + " Inference on the real frame "
+                 f"{batch['frame_id'][0]}: {metrics['real_frame_inference_s'] * 1000:.0f} ms on the CPU "
+                 f"({torch.get_num_threads()} torch thread(s); forward, decoding, NMS, refinement). BEV pictures: "
+                 "labelled cars green, predictions with their scores (matching a car cyan, false positives red, "
+                 "out of the camera's view or in DontCare grey).")
     else:
-        text += "."
-    return StageResult("detection", text, result["metrics"], [Path(i) for i in images] + result["images"])
+        text += (f" The real-scan report was skipped: no real KITTI frames at `{shared_data_dir() / 'kitti'}` (set "
+                 "GEO3D_SHARED_DATA to a folder holding kitti/training/{velodyne,calib,label_2}).")
+    return StageResult("detection", text, metrics, images, card_checks(ZOO_MODEL, measured))

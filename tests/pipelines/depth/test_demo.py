@@ -1,55 +1,65 @@
-"""The depth stage of ``geo3d demo`` (with a 3-second training budget): its report section, the baselines'
-numbers against an independent recomputation, the model against a constant prediction, and the pictures."""
+"""The depth stage of ``geo3d demo`` on zoo weights: its numbers are ``scripts/bench_depth.py``'s on the same real
+frames and weights (the card's benchmark), each beside the card's, and its pictures."""
 
 from __future__ import annotations
 
-import math
+import importlib.util
+from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from scipy.spatial import cKDTree
 
-from geo3d.report import StageResult
-from pipelines.depth.data import DepthFrames
-from pipelines.depth.demo import DEMO_PATTERNS, run_stage
+from pipelines.depth.demo import run_stage
+from tests.demo_zoo import tiny_depth, write_zoo
 
-
-def _rmse_m(pred: np.ndarray, gt: np.ndarray, cap: float = 80.0) -> float:
-    """RMSE in metres over the pixels with ground truth in (1 mm, cap], the prediction clamped to [1 mm, cap]."""
-    valid = (gt > 1e-3) & (gt <= cap)
-    return float(np.sqrt(np.mean((np.clip(pred[valid], 1e-3, cap) - gt[valid]) ** 2)))
+REPO = Path(__file__).resolve().parents[3]
 
 
-def test_depth_stage_reports_every_method_and_pattern(tmp_path):
-    out = tmp_path / "depth"
-    result = run_stage(out, seconds=3)
-    assert isinstance(result, StageResult) and result.title == "depth"
-    metrics = result.metrics
-    assert metrics["train_steps"] >= 1
-    # the held-out inputs again (fixed seeds): nearest recomputed with a KD-tree, and a constant prediction
-    held_out = DepthFrames(out / "val", DEMO_PATTERNS, repeat=True)
-    nearest, constant = {}, {}
-    for i in range(len(held_out)):
-        item = held_out[i]
-        sparse, gt = item["sparse"][0].numpy(), item["gt"][0].numpy()
-        ys, xs = np.nonzero(sparse > 0)
-        grid = np.stack(np.meshgrid(np.arange(sparse.shape[0]), np.arange(sparse.shape[1]), indexing="ij"), -1)
-        index = cKDTree(np.stack([ys, xs], 1)).query(grid.reshape(-1, 2))[1]
-        filled = sparse[ys, xs][index].reshape(sparse.shape)
-        nearest.setdefault(item["pattern"], []).append(_rmse_m(filled, gt))
-        constant.setdefault(item["pattern"], []).append(_rmse_m(np.full_like(gt, np.median(sparse[ys, xs])), gt))
-    for pattern in DEMO_PATTERNS:
-        for method in ("nearest", "linear", "ip_basic", "model"):
-            assert math.isfinite(metrics[f"rmse_m/{pattern}/{method}"])
-        # equidistant samples may be broken differently by the two nearest-neighbour searches: a few mm at most
-        assert metrics[f"rmse_m/{pattern}/nearest"] == pytest.approx(np.mean(nearest[pattern]), abs=0.02)
-        assert metrics[f"rmse_m/{pattern}/model"] < np.mean(constant[pattern])
-    assert [png.name for png in result.images][:1] == ["synthetic_lidar16.png"]
+def _bench_depth():
+    spec = importlib.util.spec_from_file_location("bench_depth", REPO / "scripts" / "bench_depth.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_depth_stage_gives_the_benchmarks_numbers_beside_the_card(shared_data, tmp_path, monkeypatch):
+    zoo_dir = write_zoo(tmp_path / "zoo", {"omni_dc": tiny_depth()},
+                        {"omni_dc": {"KITTI frame RMSE mm, IP-Basic": (2196.0, 1.0),  # the README's IP-Basic number
+                                     "KITTI frame MAE mm, model": (1.0, 0.5)}})  # a model this tiny is far off
+    monkeypatch.setenv("GEO3D_ZOO_DIR", str(zoo_dir))
+    result = run_stage(tmp_path / "report" / "depth")
+    assert result.title == "depth"
+
+    bench = _bench_depth()
+    args = type("Args", (), {"shared": shared_data / "depth", "ckpt": zoo_dir / "weights" / "omni_dc.ckpt"})()
+    means = bench.mean_metrics(bench.real_rows(args, ["model", "ip_basic", "linear"]))
+    names = {"kitti": "KITTI frame", "100 points (its own)": "indoor 100 points", "random:500": "indoor random 500",
+             "lidar:16": "indoor LiDAR 16"}
+    methods = {"model": "model", "ip_basic": "IP-Basic", "linear": "linear"}
+    checks = {c.metric: c for c in result.card}
+    assert len(checks) == 24 and len(means) >= 24
+    for key, value in means.items():
+        data, pattern, method, metric = key.split("/")
+        if metric not in ("rmse_mm", "mae_mm"):
+            continue
+        card_name = f"{names['kitti' if data == 'kitti' else pattern]} {metric[:-3].upper()} mm, {methods[method]}"
+        assert checks[card_name].demo == pytest.approx(value, rel=1e-6), card_name
+        assert result.metrics[f"{data}/{pattern}/{method}/{metric[:-3]}_m"] == pytest.approx(value / 1000, abs=1e-4)
+    assert checks["KITTI frame RMSE mm, IP-Basic"].agrees is True
+    assert checks["KITTI frame MAE mm, model"].agrees is False
+    assert checks["indoor LiDAR 16 MAE mm, linear"].card is None
+    assert "| RMSE (m) | model | IP-Basic | linear |" in result.text
+    assert "| kitti: kitti lidar (its own) | " in result.text and "| MAE (m) |" in result.text
+
+    assert [p.name for p in result.images] == ["depth_kitti.png", "depth_indoor.png"]
     for png in result.images:
-        assert png.parent == out and png.is_relative_to(out.parent)  # under the report folder
+        assert png.parent == tmp_path / "report"
         with Image.open(png) as im:
-            assert im.width >= 320 and im.height > 4 * 96  # image + sparse + completion + truth + error panels
-    if "kitti" not in metrics:  # the shared KITTI frame was there: IP-Basic's number of the README's benchmark
-        assert metrics["kitti_rmse_m/ip_basic"] == pytest.approx(2.196, abs=0.001)
-        assert [png.name for png in result.images][1:] == ["kitti_model.png", "kitti_ip_basic.png"]
+            assert im.width >= 320 and im.height > im.width // 4
+
+
+def test_depth_stage_without_the_shared_frames_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEO3D_SHARED_DATA", str(tmp_path / "nothing"))
+    result = run_stage(tmp_path / "report" / "depth")
+    assert "skipped" in result.text and str(tmp_path / "nothing" / "depth") in result.text
+    assert result.card == () and result.images == []

@@ -1,84 +1,108 @@
-"""The detection stage of ``geo3d demo`` (``run_stage``) on a few generated frames with a tiny time budget."""
+"""The detection stage of ``geo3d demo`` (``run_stage``) on zoo weights: the held-out frames are the first frames of
+the card's set, its AP is the one ``geo3d validate`` gives for the same weights, and the real-scan counts are the
+report's."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-import torch
+import pytorch_lightning as pl
 from PIL import Image
 
 import pipelines.detection.demo as detection_demo
-from geo3d.io.kitti import objects_to_boxes_lidar, read_frame, read_label
+from geo3d.io.kitti import read_label
 from geo3d.report import StageResult
-from ops.boxes import boxes_iou_bev
+from geo3d.synth.kitti import generate_kitti
+from pipelines.detection.data import KittiDataModule
 from pipelines.detection.kitti_eval import kitti_eval
+from tests.demo_zoo import tiny_detector, write_zoo
 
-REAL_FRAMES = ("000001", "000003", "000004")
+REPO = detection_demo.REPO
+FRAMES = 2  # held-out frames in the stage's test run
+
+
+def _files(root, frame_id: str) -> dict[str, bytes]:
+    base = root / "training"
+    return {kind: (base / kind / f"{frame_id}.{ext}").read_bytes()
+            for kind, ext in (("velodyne", "bin"), ("label_2", "txt"), ("calib", "txt"))}
+
+
+def test_the_first_held_out_frames_do_not_depend_on_the_count(tmp_path):
+    few = generate_kitti(tmp_path / "few", frames=0, val_frames=1, seed=detection_demo.HELD_OUT_SEED, workers=1,
+                         image=False, progress=False)
+    more = generate_kitti(tmp_path / "more", frames=0, val_frames=2, seed=detection_demo.HELD_OUT_SEED, workers=1,
+                          image=False, progress=False)
+    assert _files(few, "000000") == _files(more, "000000")
+    assert _files(more, "000001") != _files(more, "000000")
+    benchmark = REPO / "data" / "synth_kitti_seed1"  # the card's 120 frames, where they were generated here
+    if (benchmark / "training" / "velodyne" / "000000.bin").is_file():
+        assert _files(few, "000000") == _files(benchmark, "000000")
 
 
 @pytest.fixture(scope="module")
-def stage(synth_kitti, tmp_path_factory) -> tuple:
-    """One stage run without the shared data: trains for 3 s on the fixture set (``report/detection``)."""
-    report = tmp_path_factory.mktemp("report")
-    fast = detection_demo.run_detection_demo
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(detection_demo, "_real_kitti_dir", lambda: None)  # as for a user without the shared data
-        mp.setattr(detection_demo, "run_detection_demo",
-                   lambda out, **kw: fast(out, data_dir=synth_kitti, **{"max_minutes": 0.05, **kw}))
-        result = detection_demo.run_stage(report / "detection", max_minutes=0.05)
-    return report, result
+def detector():
+    return tiny_detector()
 
 
-def test_stage_trains_evaluates_and_renders_a_validation_frame(stage, synth_kitti):
-    report, result = stage
+def _geo3d_validate(model, data_dir) -> dict[str, float]:
+    """``geo3d validate``'s metrics of ``model`` on ``data_dir``'s validation split."""
+    data = KittiDataModule(str(data_dir), class_names=model.class_names, point_cloud_range=model.point_cloud_range)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(model, datamodule=data, verbose=False)
+    return metrics
+
+
+def test_stage_ap_is_geo3d_validates_beside_the_card(detector, tmp_path, monkeypatch):
+    reference = generate_kitti(tmp_path / "reference", frames=0, val_frames=FRAMES, seed=1, workers=1,
+                               progress=False)
+    expected = _geo3d_validate(detector, reference)
+    metric = detection_demo.card_subset_metric(FRAMES)
+    cards = {"second_car": {metric: (expected["val/Car_3d_R40_moderate"], 1e-6)}}
+    monkeypatch.setenv("GEO3D_ZOO_DIR", str(write_zoo(tmp_path / "zoo", {"second_car": detector}, cards)))
+    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: None)  # as for a user without the shared data
+
+    report = tmp_path / "report"
+    result = detection_demo.run_stage(report / "detection", frames=FRAMES)
     assert isinstance(result, StageResult) and result.title == "detection"
-    assert (report / "detection" / "second_tiny.ckpt").is_file()
-    assert "trained for" in result.text and "real-scan report was skipped" in result.text
-    assert result.metrics["val_frames"] == 3
-    # The stage's APs are the KITTI evaluation of its detections: recomputed here from the result files it wrote.
-    val_results = report / "detection" / "val_results"
-    frame_ids = sorted(p.stem for p in val_results.glob("*.txt"))
-    assert frame_ids == ["000004", "000005", "000006"]
-    labels = synth_kitti / "training" / "label_2"
-    expected = kitti_eval([read_label(labels / f"{i}.txt") for i in frame_ids],
-                          [read_label(val_results / f"{i}.txt") for i in frame_ids], classes=("Car",))
-    reported = {k: v for k, v in result.metrics.items() if k.startswith("Car_")}
-    assert len(reported) == 6 and reported == pytest.approx({k: expected[k] for k in reported}, abs=1e-4)
-    # the render: the validation frame with the most cars, ground-truth boxes drawn in green, under the report folder
-    (val_png,) = [p for p in result.images if p.name.startswith("detection_val_")]
-    assert val_png.parent == report and val_png.is_file()
-    image = np.asarray(Image.open(val_png).convert("RGB")).astype(int)
-    green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 120)
-    assert green.sum() > 50
-    assert all(p.is_file() and p.is_relative_to(report) for p in result.images)
-
-
-def test_stage_reuses_the_checkpoint_and_reports_the_real_frames(stage, synth_kitti, shared_data, monkeypatch):
-    report, _ = stage
-    real = shared_data / "kitti"
-    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: real)
-    fast = detection_demo.run_detection_demo
-    monkeypatch.setattr(detection_demo, "run_detection_demo", lambda out, **kw: fast(out, data_dir=synth_kitti))
-    result = detection_demo.run_stage(report / "detection")
-    assert "loaded from" in result.text and (report / "detection_real_000001.png") in result.images
-    assert "Real-scan report on 3 real KITTI frames" in result.text and "false positives at score >= 0.3" in result.text
+    assert "real-scan report was skipped" in result.text and "no training here" in result.text
     metrics = result.metrics
-    per_frame = [metrics[f"real_{i}_false_positives"] for i in REAL_FRAMES]
-    assert metrics["real_false_positives_score0.3"] == sum(per_frame)
-    for frame_id in REAL_FRAMES:
-        assert report / "detection" / "real_scans" / "bev" / f"{frame_id}.png" in result.images
-    # Cars found, recomputed from the KITTI result files the stage wrote: in-range Car/Van labels with a result box
-    # of score >= 0.3 at BEV IoU >= 0.5.
-    found = in_range = 0
-    for frame_id in REAL_FRAMES:
-        frame = read_frame(real, frame_id)
-        cars = objects_to_boxes_lidar(frame.objects, frame.calib, ("Car", "Van")).boxes
-        inside = (cars[:, 0] >= 0) & (cars[:, 0] < 51.2) & (cars[:, 1].abs() < 25.6)
-        results = [o for o in read_label(report / "detection" / "real_kitti_results" / f"{frame_id}.txt")
-                   if o.score >= 0.3]
-        preds = objects_to_boxes_lidar(results, frame.calib, ("Car",)).boxes
-        hit = (boxes_iou_bev(cars, preds).max(1).values >= 0.5 if len(preds) and len(cars)
-               else torch.zeros(len(cars), dtype=torch.bool))
-        assert metrics[f"real_{frame_id}_cars_found"] == int((hit & inside).sum())
-        found, in_range = found + int((hit & inside).sum()), in_range + int(inside.sum())
-    assert in_range == metrics["real_cars_in_range"] == 2 and metrics["real_cars_found"] == found
+    assert metrics["val_frames"] == FRAMES
+    for key in detection_demo.REPORTED:
+        assert metrics[key] == pytest.approx(expected[f"val/{key}"], abs=1e-6)
+    # ... and the KITTI evaluation of the result files the stage wrote
+    results = report / "detection" / "heldout_results"
+    labels = report / "detection" / "synth_kitti_seed1" / "training" / "label_2"
+    ids = sorted(p.stem for p in results.glob("*.txt"))
+    assert ids == [f"{i:06d}" for i in range(FRAMES)]
+    again = kitti_eval([read_label(labels / f"{i}.txt") for i in ids], [read_label(results / f"{i}.txt") for i in ids],
+                       classes=("Car",))
+    assert metrics["Car_3d_R40_moderate"] == pytest.approx(again["Car_3d_R40_moderate"], abs=1e-4)
+    (check,) = result.card
+    assert (check.model, check.metric, check.agrees) == ("second_car", metric, True)
+    # the held-out frame's bird's-eye view: labelled cars drawn green
+    (picture,) = result.images
+    assert picture == report / "detection_heldout.png"
+    image = np.asarray(Image.open(picture).convert("RGB")).astype(int)
+    assert ((image[..., 1] > 200) & (image[..., 0] < 60) & (image[..., 2] < 60)).sum() > 50
+
+
+def test_stage_reports_the_real_frames_beside_the_card(detector, shared_data, tmp_path, monkeypatch):
+    real = shared_data / "kitti"
+    cards = {"second_car": {"real KITTI cars in range": (2, 0.0), "real KITTI cars found": (99, 0.0)}}
+    monkeypatch.setenv("GEO3D_ZOO_DIR", str(write_zoo(tmp_path / "zoo", {"second_car": detector}, cards)))
+    monkeypatch.setattr(detection_demo, "_real_kitti_dir", lambda: real)
+    result = detection_demo.run_stage(tmp_path / "report" / "detection", frames=1)
+    saved = json.loads((tmp_path / "report" / "detection" / "real_scans" / "real_scans.json").read_text())
+    metrics = result.metrics
+    assert "Real-scan report on 3 real KITTI frames" in result.text
+    assert metrics["real_cars_in_range"] == saved["total"]["cars_in_range"] == 2
+    assert metrics["real_cars_found"] == saved["total"]["cars_found"]
+    assert metrics["real_false_positives_score0.3"] == saved["total"]["false_positives"]
+    assert metrics["real_frame_inference_s"] > 0
+    assert [p.name for p in result.images[1:]] == ["000001.png", "000003.png", "000004.png"]
+    checks = {c.metric: c for c in result.card}
+    assert checks["real KITTI cars in range"].agrees is True
+    assert checks["real KITTI cars found"].agrees is False  # 99 on this card: a difference is reported as one
+    assert checks["real KITTI false positives (score >= 0.3)"].card is None

@@ -1,4 +1,4 @@
-"""The splatting stage of ``geo3d demo`` with a tiny budget: data, training, evaluation, turntable, viewer PNG.
+"""The splatting stage of ``geo3d demo`` with a tiny budget: data, training, evaluation, viewer PNG.
 
 The stage's numbers are checked against references computed here from its own files: the test PSNR against
 the PSNR of the ground-truth | render PNGs it wrote, and against an empty model (only the background).
@@ -26,8 +26,7 @@ def test_run_stage_reports_what_it_wrote(tmp_path):
                                                "splatting_gaussians.png"]
     assert all(p.parent == tmp_path for p in result.images)
     assert (tmp_path / "splatting_gaussians.png").stat().st_size > 1000
-    gif = Image.open(tmp_path / metrics["turntable_gif"])
-    assert gif.n_frames == 24 and gif.size == (256, 256)
+    assert "short training run" in result.text and "not the full-quality number" in result.text
 
     # the test PSNR is the mean over the written renders (ground truth | render, 8-bit), and beats the background
     model = tmp_path / "splatting" / "model"
