@@ -8,6 +8,7 @@ the same loaders take both.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def export_weights(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     if not isinstance(full, dict) or "state_dict" not in full:
         raise InputError(ckpt, "not a Lightning checkpoint (no state_dict)")
     stripped = {key: full[key] for key in KEPT_KEYS if key in full}
+    buffer = io.BytesIO()  # saved to a buffer, not to the temporary path: torch.save names the zip's root folder
+    torch.save(stripped, buffer)  # after the file, so the same checkpoint would get a new sha256 at each export
     out = Path(out)
     with atomic_path(out) as tmp:
-        torch.save(stripped, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
     return out

@@ -255,6 +255,9 @@ def test_export_keeps_the_weights_and_hyper_parameters_only(trained, tiny):
     assert stripped["state_dict"].keys() == full["state_dict"].keys()
     assert all(torch.equal(stripped["state_dict"][k], v) for k, v in full["state_dict"].items())
     assert (tiny / "weights" / "tiny.ckpt").stat().st_size < trained["ckpt"].stat().st_size
+    # the same checkpoint exported again, under another name, is the same file byte for byte (the same sha256)
+    again = zoo.export_weights(trained["ckpt"], tiny / "again" / "other_name.ckpt")
+    assert again.read_bytes() == (tiny / "weights" / "tiny.ckpt").read_bytes()
     with pytest.raises(InputError, match="missing.ckpt: checkpoint not found"):
         zoo.export_weights(tiny / "missing.ckpt", tiny / "out.ckpt")
 
