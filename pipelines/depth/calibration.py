@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pipelines.depth.model import DepthCompletionNet
-from pipelines.depth.module import choice_loss, normalised_log_depth
+from pipelines.depth.module import mixed_choice_loss, normalised_log_depth
 
 
 def cache_blend_inputs(net: DepthCompletionNet, frames: Dataset, count: int, seed: int = 0,
@@ -84,7 +84,7 @@ def cache_blend_inputs(net: DepthCompletionNet, frames: Dataset, count: int, see
 
 def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps: int, crop: tuple[int, int],
                    batch_size: int = 3, lr: float = 6e-3, seed: int = 0, metric: bool = True,
-                   progress: bool = True) -> dict[str, float]:
+                   mae_share: float = 0.0, progress: bool = True) -> dict[str, float]:
     """Train a blend head on :func:`cache_blend_inputs`'s maps: Adam, one-cycle learning rate, random crops.
 
     Args:
@@ -95,7 +95,8 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
         batch_size: crops per step.
         lr: the peak learning rate.
         seed: the crops' seed.
-        metric: weight the loss by the squared depth (:func:`pipelines.depth.module.blend_loss`).
+        metric: weight the loss by the depth (:func:`pipelines.depth.module.blend_loss`).
+        mae_share: the share of the loss weighted for absolute rather than squared errors (``blend_loss``'s).
         progress: show a progress bar.
 
     Returns:
@@ -120,7 +121,8 @@ def fit_blend_head(head: nn.Module, cache: list[dict[str, torch.Tensor]], steps:
             picks.append({key: t[..., top:top + ch, left:left + cw] for key, t in frame.items()})
         batch = {key: torch.cat([p[key] for p in picks]) for key in picks[0]}
         logit = head(batch["inputs"].float())
-        loss = choice_loss(logit, batch["integrated"], batch["linear"], batch["gt_log"], batch["valid"], metric)
+        loss = mixed_choice_loss(logit, batch["integrated"], batch["linear"], batch["gt_log"], batch["valid"], metric,
+                                 mae_share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -188,8 +190,10 @@ class BlendHeadCalibration(pl.Callback):
             reset_blend_head(net, self.seed)
         crop = data.crop or tuple(cache[0]["inputs"].shape[-2:])
         with torch.enable_grad():
+            weights = pl_module.loss_weights
             stats = fit_blend_head(net.blend, cache, self.steps, crop, self.batch_size, self.lr, self.seed,
-                                   metric=pl_module.loss_weights.blend_metric_weight, progress=progress)
+                                   metric=weights.blend_metric_weight, mae_share=weights.blend_mae_share,
+                                   progress=progress)
         del cache
         seconds = time.perf_counter() - start
         rank_zero_info(f"BlendHeadCalibration: refitted the blend head on {min(self.frames, len(frames))} frames, "

@@ -81,23 +81,62 @@ def normalised_log_depth(depth: torch.Tensor, scale: torch.Tensor, valid: torch.
     return torch.where(valid, torch.log(depth.clamp_min(1e-6) / scale[:, None, None, None]), torch.zeros_like(depth))
 
 
-def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
+def metric_l1(log_depth: torch.Tensor, gt_log: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error in units of the image's scale: ``|exp(x) - exp(g)|`` over the valid pixels, the error in
+    metres divided by the median sparse depth (the normalisation keeps scenes of any scale comparable).
+
+    Args:
+        log_depth: (B, 1, H, W) normalised log-depth ``x``.
+        gt_log: (B, 1, H, W) ground-truth normalised log-depth ``g``, meaningful where ``valid``.
+        valid: (B, 1, H, W) bool.
+
+    Returns:
+        A scalar.
+    """
+    error = torch.exp(log_depth.clamp(max=10.0)) - torch.exp(gt_log)
+    return _masked_mean(torch.where(valid, error.abs(), torch.zeros_like(error)), valid)
+
+
+def blend_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True,
+               mae_share: float = 0.0) -> torch.Tensor:
     """The blend head's loss: binary cross-entropy of its logit against the per-pixel weight that would have been
     right, ``clamp((g - l) / (i - l), 0, 1)``, weighted by ``(i - l)^2`` (see the module docstring), times
     ``exp(2 g)`` with ``metric``: the squared error in metres (what RMSE counts) is about the squared log-depth
-    error times depth^2, so far pixels weigh as they do in the benchmark.
+    error times depth^2, so far pixels weigh as they do in the benchmark. With ``mae_share`` > 0, that share of the
+    loss is the same cross-entropy weighted by ``|i - l|`` (times ``exp(g)`` with ``metric``): the absolute error in
+    metres, what MAE counts (:func:`choice_loss`'s ``power``).
 
     Args:
         out: the network's output with ``log_depth_integrated`` ``i``, ``linear`` ``l`` and ``blend_logit``, each
             (B, 1, H, W) normalised log-depth (``blend_logit``: any real).
         gt_log: (B, 1, H, W) ground-truth normalised log-depth ``g``, meaningful where ``valid``.
         valid: (B, 1, H, W) bool.
-        metric: weight by the squared depth (relative to the image's scale) as well.
+        metric: weight by the depth (relative to the image's scale) as well.
+        mae_share: in [0, 1], the MAE-oriented term's share; the RMSE-oriented one has the rest.
 
     Returns:
         A scalar.
     """
-    return choice_loss(out["blend_logit"], out["log_depth_integrated"], out["linear"], gt_log, valid, metric)
+    return mixed_choice_loss(out["blend_logit"], out["log_depth_integrated"], out["linear"], gt_log, valid, metric,
+                             mae_share)
+
+
+def mixed_choice_loss(logit: torch.Tensor, take: torch.Tensor, other: torch.Tensor, gt_log: torch.Tensor,
+                      valid: torch.Tensor, metric: bool = True, mae_share: float = 0.0) -> torch.Tensor:
+    """``(1 - mae_share)`` x :func:`choice_loss` with ``power`` 2 + ``mae_share`` x with ``power`` 1 (each term
+    computed only when its share is not 0). Arguments as :func:`choice_loss`'s; ``mae_share`` in [0, 1].
+
+    Returns:
+        A scalar.
+    """
+    if not 0.0 <= mae_share <= 1.0:
+        raise ValueError(f"mae_share must lie in [0, 1], got {mae_share!r}")
+    loss = logit.new_zeros(())
+    if mae_share < 1.0:
+        loss = loss + (1.0 - mae_share) * choice_loss(logit, take, other, gt_log, valid, metric, power=2)
+    if mae_share > 0.0:
+        loss = loss + mae_share * choice_loss(logit, take, other, gt_log, valid, metric, power=1)
+    return loss
 
 
 def prior_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
@@ -116,28 +155,33 @@ def prior_loss(out: dict, gt_log: torch.Tensor, valid: torch.Tensor, metric: boo
 
 
 def choice_loss(logit: torch.Tensor, take: torch.Tensor, other: torch.Tensor, gt_log: torch.Tensor,
-                valid: torch.Tensor, metric: bool = True) -> torch.Tensor:
+                valid: torch.Tensor, metric: bool = True, power: int = 2) -> torch.Tensor:
     """Cross-entropy of a per-pixel mixing weight ``w = sigmoid(logit)`` in ``w take + (1 - w) other`` against the
     weight that would have hit the ground truth, ``clamp((g - other) / (take - other), 0, 1)``, weighted by
-    ``(take - other)^2`` (the mix's squared error is that times ``(w - target)^2``) and, with ``metric``, by
-    ``exp(2 g)`` (the squared depth relative to the image's scale: the error in metres).
+    ``|take - other|^power`` and, with ``metric``, by ``exp(power g)`` (the depth relative to the image's scale, to
+    that power). The mix's error is ``|take - other| |w - target|`` in log-depth and about ``depth`` times that in
+    metres, so ``power`` 2 weighs each pixel by what its squared error in metres can be (RMSE) and ``power`` 1 by
+    what its absolute error can be (MAE).
 
     Args:
         logit: (B, 1, H, W) any real.
         take, other: (B, 1, H, W) normalised log-depth (detached here).
         gt_log: (B, 1, H, W) ground-truth normalised log-depth ``g``, meaningful where ``valid``.
         valid: (B, 1, H, W) bool.
-        metric: weight by the squared depth as well.
+        metric: weight by the depth (to ``power``) as well.
+        power: 2 (squared errors) or 1 (absolute errors).
 
     Returns:
         A scalar.
     """
+    if power not in (1, 2):
+        raise ValueError(f"choice_loss: power must be 1 or 2, got {power!r}")
     take, other = take.detach(), other.detach()
     gap = take - other
     target = ((gt_log - other) / torch.where(gap.abs() > 1e-6, gap, torch.ones_like(gap))).clamp(0, 1)
-    weight = gap.square() * valid
+    weight = (gap.square() if power == 2 else gap.abs()) * valid
     if metric:
-        weight = weight * torch.exp(2 * torch.where(valid, gt_log, torch.zeros_like(gt_log)).clamp(max=5.0))
+        weight = weight * torch.exp(power * torch.where(valid, gt_log, torch.zeros_like(gt_log)).clamp(max=5.0))
     bce = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
     return (bce * weight).sum() / weight.sum().clamp_min(1e-6)
 
@@ -152,7 +196,13 @@ class LossWeights:
         head_weight: weight of the direct supervision of the predicted gradients.
         blend_loss_weight: weight of the blend head's cross-entropy (with the blend); also of the prior head's
             (with ``network.prior_mix``).
-        blend_metric_weight: weight the blend head's loss by the squared depth (:func:`blend_loss`'s ``metric``).
+        blend_metric_weight: weight the blend head's loss by the depth (:func:`blend_loss`'s ``metric``).
+        blend_mae_share: the share of the blend head's loss weighted for absolute errors (MAE) rather than squared
+            ones (RMSE), in [0, 1] (:func:`blend_loss`'s ``mae_share``); also the refit's
+            (:class:`pipelines.depth.calibration.BlendHeadCalibration`).
+        metric_l1_weight: weight of the L1 of the integrated depth in units of the image's scale, ``|exp(i) -
+            exp(g)|`` (the error in metres over the median sparse depth: far pixels count as MAE counts them),
+            added to the L1 of the log-depth (which counts relative errors).
     """
 
     nll_weight: float = 0.1
@@ -160,6 +210,12 @@ class LossWeights:
     head_weight: float = 0.1
     blend_loss_weight: float = 1.0
     blend_metric_weight: bool = True
+    blend_mae_share: float = 0.0
+    metric_l1_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.blend_mae_share <= 1.0:
+            raise ValueError(f"loss.blend_mae_share: expected a share in [0, 1], got {self.blend_mae_share!r}")
 
 
 @dataclass(frozen=True)
@@ -288,8 +344,13 @@ class DepthCompletion(pl.LightningModule):
         hp = self.loss_weights
         loss = l1 + hp.nll_weight * nll + hp.grad_weight * grad_match / n + hp.head_weight * head / n
         parts = {"l1_log": l1, "laplace_nll": nll, "grad_match": grad_match / n, "head_grad": head / n}
+        if hp.metric_l1_weight:
+            integrated = out["log_depth_integrated"] if blended else out["log_depth"]
+            parts["l1_metric"] = metric_l1(integrated, gt_log, valid)
+            loss = loss + hp.metric_l1_weight * parts["l1_metric"]
         if blended:
-            parts["blend_bce"] = blend_loss(out, gt_log, valid, metric=hp.blend_metric_weight)
+            parts["blend_bce"] = blend_loss(out, gt_log, valid, metric=hp.blend_metric_weight,
+                                            mae_share=hp.blend_mae_share)
             parts["l1_log_blended"] = _masked_mean((out["log_depth"] - gt_log).abs(), valid).detach()
             loss = loss + hp.blend_loss_weight * parts["blend_bce"]
         if "prior_logit" in out:

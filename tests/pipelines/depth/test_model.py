@@ -307,6 +307,40 @@ def test_blend_loss_minimum_is_the_rmse_optimal_weight():
     assert loss_minimum(False) < best - 0.2
 
 
+def test_blend_loss_mae_share_mixes_absolute_and_squared_weightings():
+    """``mae_share`` s: the loss is (1 - s) x the cross-entropy weighted by ``gap^2 exp(2 g)`` + s x the one weighted
+    by ``|gap| exp(g)``, each normalised by its weights' sum; written out here pixel by pixel in float64."""
+    from pipelines.depth.module import blend_loss
+
+    g = torch.Generator().manual_seed(1)
+    gt_log = torch.randn(1, 1, 6, 7, generator=g, dtype=torch.float64)
+    lin = gt_log + 0.3 * torch.randn(1, 1, 6, 7, generator=g, dtype=torch.float64)
+    integrated = gt_log + 0.3 * torch.randn(1, 1, 6, 7, generator=g, dtype=torch.float64)
+    logit = torch.randn(1, 1, 6, 7, generator=g, dtype=torch.float64)
+    valid = torch.rand(1, 1, 6, 7, generator=g) > 0.2
+    out = {"log_depth_integrated": integrated, "linear": lin, "blend_logit": logit}
+
+    def by_hand(power: int) -> float:
+        num = den = 0.0
+        for gi, li, ii, xi, vi in zip(gt_log.flatten().tolist(), lin.flatten().tolist(),
+                                      integrated.flatten().tolist(), logit.flatten().tolist(),
+                                      valid.flatten().tolist()):
+            if not vi:
+                continue
+            target = min(max((gi - li) / (ii - li), 0.0), 1.0)
+            w = 1.0 / (1.0 + np.exp(-xi))
+            bce = -(target * np.log(w) + (1 - target) * np.log(1 - w))
+            weight = abs(ii - li) ** power * np.exp(power * gi)
+            num, den = num + bce * weight, den + weight
+        return num / den
+
+    for share in (0.0, 0.3, 1.0):
+        expected = (1 - share) * by_hand(2) + share * by_hand(1)
+        assert float(blend_loss(out, gt_log, valid, mae_share=share)) == pytest.approx(expected, rel=1e-9, abs=0)
+    with pytest.raises(ValueError, match="mae_share"):
+        blend_loss(out, gt_log, valid, mae_share=-0.1)
+
+
 def test_loss_parts_against_hand_computation():
     gt = torch.full((1, 1, 16, 16), 2.0)
     gt[0, 0, :, 8:] = 4.0
@@ -326,6 +360,26 @@ def test_loss_parts_against_hand_computation():
     assert torch.allclose(d[0, 0, :, 7][dv[0, 0, :, 7]], torch.log(torch.tensor(2.0)).expand(16))
     pooled, pm = masked_pool(gt, valid, 1)
     assert pooled[0, 0, 0, 0] == 2.0 and pm.all()  # the mean over the 3 valid pixels of the cell
+
+
+def test_metric_l1_term_is_the_error_in_units_of_the_scale():
+    """``loss.metric_l1_weight`` adds the mean of ``|depth - gt| / scale`` over the valid pixels: a prediction of 2 m
+    against 2 m and 4 m halves (scale 2 m) is off by 1 scale unit on half the pixels."""
+    gt = torch.full((1, 1, 16, 16), 2.0)
+    gt[0, 0, :, 8:] = 4.0
+    gt[0, 0, 0, 0] = 0.0  # missing
+    out = {"log_depth": torch.zeros(1, 1, 16, 16), "scale": torch.tensor([2.0]), "laplace_b": torch.ones(1, 1, 16, 16),
+           "gradients": [torch.zeros(1, 2, 16 // 2**s, 16 // 2**s) for s in range(3)]}
+    weights = LossWeights(nll_weight=0.0, grad_weight=0.0, head_weight=0.0)
+    loss_without, parts_without = DepthCompletion(loss=weights).loss(out, gt)
+    assert "l1_metric" not in parts_without
+    loss, parts = DepthCompletion(loss=LossWeights(**{**vars(weights), "metric_l1_weight": 0.5})).loss(out, gt)
+    valid = gt > 0
+    expected = float(((gt[valid] - 2.0).abs() / 2.0).mean())  # 128 of the 255 valid pixels are 1 unit off
+    assert parts["l1_metric"] == pytest.approx(expected, rel=1e-6) and expected == pytest.approx(128 / 255)
+    assert loss == pytest.approx(float(loss_without) + 0.5 * expected, rel=1e-6)
+    with pytest.raises(ValueError, match="blend_mae_share"):
+        LossWeights(blend_mae_share=1.5)
 
 
 def test_read_sparse_errors_name_the_file(tmp_path):

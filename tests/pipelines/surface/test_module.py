@@ -134,15 +134,22 @@ def test_shipped_configs_parse_and_the_cpu_config_trains_through_the_cli(tmp_pat
     from geo3d.cli import main
     from geo3d.io.checkpoint import load_module
 
+    overlays = {"unet_zoo_cpu.yaml": "unet_tiny_cpu.yaml"}  # given after the config they override
     configs = sorted(Path("configs/surface").glob("*.yaml"))
-    assert {c.name for c in configs} >= {"unet_tiny_cpu.yaml", "unet_gpu.yaml"}
+    assert {c.name for c in configs} >= {"unet_tiny_cpu.yaml", "unet_gpu.yaml", *overlays}
     for config in configs:
+        base = ["--config", str(config.parent / overlays[config.name])] if config.name in overlays else []
         with pytest.raises(SystemExit) as exit_info:  # LightningCLI exits after printing
-            main(["fit", "--config", str(config), "--print_config"])
+            main(["fit", *base, "--config", str(config), "--print_config"])
         assert exit_info.value.code == 0
         printed = yaml.safe_load(capsys.readouterr().out)
         assert printed["model"]["class_path"] == "pipelines.surface.module.SurfaceRefiner"
         assert "dilation" not in printed["model"]["init_args"] and printed["data"]["init_args"]["dilation"] == 3
+        assert printed["trainer"]["max_steps"] > 0, config  # a fixed number of steps: the same model anywhere
+        if config.name in overlays:  # the overlay's own settings win, the rest is the base config's
+            assert printed["trainer"]["default_root_dir"] == f"out/surface/{config.stem}"
+            assert printed["model"]["init_args"]["network"]["base_channels"] == 16
+            assert printed["model"]["init_args"]["loss"]["observed_sdf_weight"] == 0.1
     train = _scans(tmp_path / "train", [("blob", 0)])
     val = _scans(tmp_path / "val", [("blob", 1)])
     out = tmp_path / "run"
