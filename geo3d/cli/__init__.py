@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from geo3d.cli.lightning import run_lightning
+from geo3d.cli.paths import check_output_file, check_output_folder
 from geo3d.errors import InputError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -45,25 +46,8 @@ examples:
 
 # --- synth -------------------------------------------------------------------------------------------
 
-def _check_output_folder(path: Path) -> None:
-    """An output folder must be a folder or not exist yet, and its nearest existing parent must be a folder.
-
-    Raises:
-        InputError: ``path`` (or the parent it would be created in) is a file.
-    """
-    path = Path(path)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if existing.is_dir():
-                return
-            if existing == path:
-                raise InputError(path, "exists and is not a folder (expected an output folder: a new path or an "
-                                       "existing folder)")
-            raise InputError(existing, f"is a file, so the output folder {path} cannot be created in it")
-
-
 def _cmd_synth(args: argparse.Namespace) -> None:
-    _check_output_folder(args.out)
+    check_output_folder(args.out)
     if args.kind == "shapes":
         from geo3d.synth.shapes import generate_shapes
 
@@ -164,6 +148,8 @@ def _add_synth(sub) -> None:
 # --- view --------------------------------------------------------------------------------------------
 
 def _cmd_view(args: argparse.Namespace) -> None:
+    if args.out is not None:
+        check_output_file(args.out)
     if args.depth:
         from viewers.depth import view_depth
 
@@ -278,6 +264,7 @@ def _add_view(sub) -> None:
 def _cmd_render(args: argparse.Namespace) -> None:
     from pipelines.splatting.predict import render_to_files
 
+    check_output_folder(args.out)
     written = render_to_files(args.scene, args.out, cameras=args.cameras, turntable=args.turntable,
                               depth=args.depth, scale=args.scale, background=args.background, width=args.width,
                               height=args.height, elevation=args.elevation)
@@ -364,6 +351,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     from geo3d.zoo import resolve
     from pipelines.surface.predict import ReconstructOptions, reconstruct_batch
 
+    check_output_folder(args.output)
     checkpoint = None if args.checkpoint is None else str(resolve(args.checkpoint))  # zoo:NAME -> verified file
     options = ReconstructOptions(method=args.method, checkpoint=checkpoint, voxel_size=args.voxel_size,
                                  voxel_fraction=args.voxel_fraction, depth_max=args.depth_max,

@@ -12,6 +12,7 @@ from geo3d.errors import InputError
 def _cmd_complete(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from geo3d.cli.paths import check_output_file
     from geo3d.io.atomic import atomic_path
     from geo3d.io.depth_png import write_depth_png
     from geo3d.types import DepthMap
@@ -27,6 +28,9 @@ def _cmd_complete(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy"):
         raise InputError(out, "expected a .png (uint16, metres x depth scale) or .npy (float32 metres) output")
+    for path in (out, args.uncertainty, args.view):
+        if path is not None:
+            check_output_file(path)
     image = read_image(args.rgb)
     sparse = read_sparse(args.sparse, args.depth_scale, shape=image.shape[:2])
     result = complete_frame(image, sparse, method, ckpt, args.device, args.max_depth)

@@ -239,6 +239,36 @@ def test_synth_into_an_existing_file_is_one_line(tmp_path, capsys, kind):
     assert existing.read_text() == "keep me\n"
 
 
+
+def test_outputs_in_or_at_an_existing_file_are_one_line(tmp_path, capsys):
+    """complete / reconstruct / render / view check their output paths before any work: a file where a folder must
+    be created is a one-line error naming it (was a FileExistsError traceback), and the file is left alone."""
+    existing = tmp_path / "X"
+    existing.write_text("keep me\n")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    in_file = f"is a file, so the output file {existing / 'out.png'} cannot be written in it"
+    cases = [
+        (("complete", "rgb.png", "sparse.png", "--method", "linear", "--out", existing / "out.png"), in_file),
+        (("complete", "rgb.png", "sparse.png", "--method", "linear", "--out", folder),
+         f"{folder}: is a folder (expected an output file)"),
+        (("complete", "rgb.png", "sparse.png", "--method", "linear", "--out", tmp_path / "d.png",
+          "--view", existing / "out.png"), in_file),
+        (("reconstruct", "--input", tmp_path, "--output", existing),
+         "exists and is not a folder (expected an output folder: a new path or an existing folder)"),
+        (("reconstruct", "--input", tmp_path, "--output", existing / "sub"),
+         f"is a file, so the output folder {existing / 'sub'} cannot be created in it"),
+        (("render", "scene.ply", "--turntable", "4", "--out", existing), "exists and is not a folder"),
+        (("render", "scene.ply", "--turntable", "4", "--out", existing / "sub"),
+         f"is a file, so the output folder {existing / 'sub'} cannot be created in it"),
+        (("view", "scene.ply", "--out", existing / "out.png"), in_file),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+    assert existing.read_text() == "keep me\n"
+
+
 def test_synth_shapes_into_an_existing_file_console_script(tmp_path):
     existing = tmp_path / "out.ply"
     existing.write_text("keep me\n")
