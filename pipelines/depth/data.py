@@ -53,7 +53,8 @@ def read_sparse(path: str | os.PathLike, depth_scale: float = 256.0, shape: tupl
 
     Args:
         path: a 16-bit PNG (``depth_scale`` codes per metre: 256 for KITTI, 1000 for millimetre RGB-D depth) or a
-            ``.npy`` (H, W) float array in metres (0 or NaN = missing; negative values are an error).
+            ``.npy`` (H, W) float array in metres (0, NaN or +inf = missing; negative values, -inf included, are an
+            error).
         depth_scale: PNG codes per metre.
         shape: the (H, W) the map must have (the image's), or None.
 
@@ -77,9 +78,13 @@ def read_sparse(path: str | os.PathLike, depth_scale: float = 256.0, shape: tupl
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
             raise InputError(path, f"expected an (H, W) numeric depth array in metres, got {array.dtype} "
                                    f"{array.shape}")
-        array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        if (array < 0).any():
-            raise InputError(path, "negative depth values (expected metres >= 0, 0 = missing)")
+        array = array.astype(np.float64)
+        negative = array < 0  # -inf included (NaN compares False): checked before NaN and +inf become "missing"
+        if negative.any():
+            first = tuple(int(i) for i in np.argwhere(negative)[0])
+            raise InputError(path, f"{int(negative.sum())} negative depth value(s), the first {array[first]:g} at "
+                                   f"row {first[0]}, column {first[1]} (expected metres >= 0, 0 = missing)")
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0)
         depth = torch.from_numpy(array.astype(np.float32))
     elif path.suffix.lower() == ".png":
         depth = read_depth_png(path, scale=depth_scale).depth

@@ -402,6 +402,16 @@ def test_read_sparse_errors_name_the_file(tmp_path):
         assert str(path) in str(info.value)
     with pytest.raises(InputError, match="image is 4 x 10"):
         read_sparse(ok, shape=(4, 10))
+    # -inf is a negative depth (was silently "missing"); NaN and +inf are missing; the error says where
+    special = np.zeros(image_shape)
+    special[1, 2], special[3, 4], special[5, 6] = np.nan, np.inf, 4.0
+    np.save(tmp_path / "special.npy", special)
+    read = read_sparse(tmp_path / "special.npy", shape=image_shape)
+    assert read[5, 6] == 4.0 and int((read > 0).sum()) == 1 and bool(torch.isfinite(read).all())
+    special[7, 8] = -np.inf
+    np.save(tmp_path / "minus_inf.npy", special)
+    with pytest.raises(InputError, match=r"1 negative depth value\(s\), the first -inf at row 7, column 8"):
+        read_sparse(tmp_path / "minus_inf.npy", shape=image_shape)
 
 
 def test_frames_are_deterministic_for_evaluation(frames):
