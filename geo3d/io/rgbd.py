@@ -118,6 +118,30 @@ class RGBDSequence:
         self.color_paths = color_paths
         self.K = K
         self.depth_scale = depth_scale
+        self._depth_size: tuple[int, int] | None = None
+
+    @property
+    def depth_size(self) -> tuple[int, int]:
+        """(H, W) of the first frame's depth image (its header only), which every frame must share.
+
+        Raises:
+            InputError: the first depth image is unreadable, or the intrinsics' principal point lies outside it
+                (the intrinsics are for another image size).
+        """
+        if self._depth_size is None:
+            path = self.paths(0)[1]
+            try:
+                with Image.open(path) as im:
+                    width, height = im.size
+            except (UnidentifiedImageError, OSError) as e:
+                raise InputError(path, f"not a readable image ({e})") from None
+            cx, cy = float(self.K[0, 2]), float(self.K[1, 2])
+            if not (0 <= cx <= width and 0 <= cy <= height):
+                raise InputError(self.root / "camera-intrinsics.txt",
+                                 f"principal point ({cx:g}, {cy:g}) lies outside the {width} x {height} depth images "
+                                 f"(intrinsics for another image size?)")
+            self._depth_size = (height, width)
+        return self._depth_size
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -133,6 +157,11 @@ class RGBDSequence:
             raise IndexError(f"RGBDSequence: index {i} out of range for {len(self)} frames")
         color, depth, pose = self.paths(i % len(self))
         depth_map = read_depth_png(depth, self.depth_scale, self.K, INVALID_CODES)
+        if tuple(depth_map.depth.shape) != self.depth_size:
+            height, width = self.depth_size
+            raise InputError(depth, f"depth image is {depth_map.depth.shape[0]} x {depth_map.depth.shape[1]}, but "
+                                    f"the sequence's first is {height} x {width} (the frames of one folder share "
+                                    f"one camera and camera-intrinsics.txt)")
         return RGBDFrame(read_color(color), depth_map, read_pose(pose))
 
     def __iter__(self) -> Iterator[RGBDFrame]:

@@ -124,3 +124,24 @@ def test_bad_folders_raise_input_error(tmp_path):
         read_rgbd_sequence(tmp_path)
     with pytest.raises(IndexError):
         seq[5]
+
+
+def test_frames_of_another_size_and_intrinsics_for_another_size_are_errors(tmp_path):
+    """One folder is one camera: a depth frame of another size than the first (it was fused without a word, 5x
+    worse) names its file; a principal point outside the images says the intrinsics are for another size."""
+    K = torch.tensor([[5.0, 0, 4.0], [0, 5.0, 3.0], [0, 0, 1]])
+    write_intrinsics(tmp_path, K)
+    write_rgbd_frame(tmp_path, 0, _frame(0))
+    write_rgbd_frame(tmp_path, 1, _frame(1, h=12, w=16))
+    seq = read_rgbd_sequence(tmp_path)
+    assert seq.depth_size == (6, 8) and seq[0].depth.depth.shape == (6, 8)
+    with pytest.raises(InputError, match=r"frame-000001\.depth\.png: depth image is 12 x 16, but the sequence's "
+                                         r"first is 6 x 8"):
+        seq[1]
+    from pipelines.surface.fusion import fuse_rgbd
+
+    with pytest.raises(InputError, match=r"frame-000001\.depth\.png: depth image is 12 x 16"):
+        fuse_rgbd(tmp_path, 0.05, 0.2, progress=False)
+    write_intrinsics(tmp_path, torch.tensor([[5.0, 0, 40.0], [0, 5.0, 3.0], [0, 0, 1]]))
+    with pytest.raises(InputError, match=r"camera-intrinsics\.txt: principal point \(40, 3\) lies outside the 8 x 6"):
+        read_rgbd_sequence(tmp_path)[0]
