@@ -34,8 +34,9 @@ _REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", 
              "rot_0", "rot_1", "rot_2", "rot_3")
 
 
-def _parse_header(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
-    """(vertex count, structured dtype of one vertex, byte offset of the vertex data)."""
+def _parse_header(path: Path, data: bytes) -> tuple[int, np.dtype, int, bool]:
+    """(vertex count, structured dtype of one vertex, byte offset of the vertex data, whether more elements
+    follow the vertices)."""
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise InputError(path, "not a PLY file (no 'ply' magic or no 'end_header')")
@@ -45,13 +46,14 @@ def _parse_header(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
     fmt = next((ln.split()[1] for ln in lines if ln.startswith("format ")), None)
     if fmt not in _ENDIAN:
         raise InputError(path, f"expected a binary PLY (3DGS files are binary_little_endian), got format {fmt!r}")
-    count, fields, element = None, [], None
+    count, fields, element, more = None, [], None, False
     for line in lines:
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "element":
             if element == "vertex":
+                more = True
                 break  # later elements are not needed
             element = words[1]
             if element != "vertex":
@@ -69,7 +71,7 @@ def _parse_header(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InputError(path, f"vertex properties appear twice: {', '.join(duplicates)}")
-    return count, np.dtype(fields), offset
+    return count, np.dtype(fields), offset, more
 
 
 def read_gaussian_ply(path: str | os.PathLike) -> Gaussians:
@@ -91,7 +93,7 @@ def read_gaussian_ply(path: str | os.PathLike) -> Gaussians:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
-    count, dtype, offset = _parse_header(path, data)
+    count, dtype, offset, more = _parse_header(path, data)
     names = set(dtype.names or ())
     missing = [name for name in _REQUIRED if name not in names]
     if missing:
@@ -103,10 +105,18 @@ def read_gaussian_ply(path: str | os.PathLike) -> Gaussians:
     rest_names = [f"f_rest_{i}" for i in range(n_rest)]
     if not all(name in names for name in rest_names):
         raise InputError(path, f"f_rest_* properties must be numbered 0..{n_rest - 1}")
+    if count == 0:
+        raise InputError(path, "holds no Gaussians (element vertex 0)")
     needed = count * dtype.itemsize
-    if len(data) - offset < needed:
-        raise InputError(path, f"truncated: {count} vertices need {needed} bytes after the header, "
-                               f"file has {len(data) - offset}")
+    body = len(data) - offset
+    if body < needed:
+        raise InputError(path, f"truncated: {count} vertices need {needed} bytes after the header, file has {body}")
+    if body > needed and not more and data[offset + needed:].strip():  # more than trailing whitespace, and no
+        # other element declared: the body is not what the header says
+        text = re.fullmatch(rb"[0-9eE+\-.\s]+", data[offset:offset + min(body, 4096)]) is not None
+        raise InputError(path, f"{body - needed} bytes more than the {count} binary vertices the header declares "
+                               + ("(the body is ASCII text: write the file as binary_little_endian)" if text else
+                                  "(a wrong vertex count or property list?)"))
     vertices = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
 
     def stack(columns: list[str]) -> torch.Tensor:

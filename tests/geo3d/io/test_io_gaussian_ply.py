@@ -123,3 +123,33 @@ def test_bad_files_raise_input_error(tmp_path):
         read_gaussian_ply(tmp_path / "text.ply")
     with pytest.raises(InputError, match="file not found"):
         read_gaussian_ply(tmp_path / "absent.ply")
+
+
+def test_ascii_body_under_a_binary_header_and_no_gaussians_are_errors(tmp_path, capsys):
+    """A binary header over an ASCII body was read as garbage (centres about 1e-10) and an empty file failed with
+    numpy's "cannot reshape" and no file name: both are one-line errors naming the file now. Trailing whitespace
+    after the vertices stays fine."""
+    from geo3d.cli import main
+
+    g = _gaussians(3, 0)
+    write_gaussian_ply(tmp_path / "ok.ply", g)
+    lines, body = _split_header((tmp_path / "ok.ply").read_bytes())
+    values = np.frombuffer(body, dtype="<f4").reshape(3, -1)
+    text_body = "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in values).encode()
+    assert len(text_body) > len(body)  # what made the old reader accept it
+    (tmp_path / "text_body.ply").write_bytes(("\n".join(lines) + "\nend_header\n").encode() + text_body)
+    with pytest.raises(InputError, match=r"text_body\.ply: \d+ bytes more than the 3 binary vertices the header "
+                                         r"declares \(the body is ASCII text"):
+        read_gaussian_ply(tmp_path / "text_body.ply")
+    (tmp_path / "trailing.ply").write_bytes(("\n".join(lines) + "\nend_header\n").encode() + body + b"\n")
+    assert torch.equal(read_gaussian_ply(tmp_path / "trailing.ply").means, g.means)
+
+    empty = [ln.replace("element vertex 3", "element vertex 0") for ln in lines]
+    (tmp_path / "empty.ply").write_bytes(("\n".join(empty) + "\nend_header\n").encode())
+    with pytest.raises(InputError, match=r"empty\.ply: holds no Gaussians \(element vertex 0\)"):
+        read_gaussian_ply(tmp_path / "empty.ply")
+    for args in (("view", tmp_path / "empty.ply", "--out", tmp_path / "v.png"),
+                 ("render", tmp_path / "text_body.ply", "--turntable", "2", "--out", tmp_path / "r")):
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and str(args[1]) in err, err
