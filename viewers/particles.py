@@ -102,6 +102,7 @@ def load_animation(path: PathLike, trajectory: int = 0, baseline: bool = False) 
         raise InputError(path, "not an HDF5 file")
     if path.suffix.lower() != ".npz" and is_rollout_file(path):
         r = read_rollout(path)
+        _check_dim(path, r.predicted.shape[-1])
         panels = [("ground truth", r.ground_truth)] if r.ground_truth is not None else []
         panels.append((f"prediction ({r.model})" if r.model else "prediction", r.predicted))
         if baseline:
@@ -118,12 +119,19 @@ def load_animation(path: PathLike, trajectory: int = 0, baseline: bool = False) 
                                f"(0-{len(trajectories) - 1})")
     t = trajectories[trajectory]
     positions = t.positions.numpy()
+    _check_dim(path, positions.shape[-1])
     if t.bounds is None:
         raise InputError(path, "no 'bounds' in the metadata: the box cannot be drawn")
     if not np.isfinite(positions).all():
         raise InputError(path, f"trajectory {trajectory}: NaN or infinite positions")
     return ParticleAnimation([(f"trajectory {trajectory}", positions)], t.particle_types.numpy(),
                              t.bounds.double().numpy(), t.dt, 0, path.name)
+
+
+def _check_dim(path: Path, dim: int) -> None:
+    """Particles are drawn in 2D or 3D only (a 4D file was drawn as its first two axes before)."""
+    if dim not in (2, 3):
+        raise InputError(path, f"positions have {dim} coordinates; expected 2 (2D) or 3 (3D)")
 
 
 def _to_3d(points: np.ndarray) -> np.ndarray:

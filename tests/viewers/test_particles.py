@@ -108,7 +108,13 @@ def test_cli_renders_and_errors_in_one_line(rollout_file, dataset, tmp_path, cap
     assert main(["view", str(dataset / "test.h5"), "--color", "type", "--out", str(tmp_path / "t.png")]) == 0
     garbage = tmp_path / "garbage.h5"
     garbage.write_text("nope")
+    import torch
+
+    four_d = write_rollout(tmp_path / "rollout_4d.h5", Rollout(  # drawn as its first two axes before
+        torch.rand(8, 5, 4), torch.zeros(5, dtype=torch.long), torch.tensor([[0.0, 1.0]] * 4), 0.01, 2))
     cases = [
+        ([str(four_d), "--out", str(tmp_path / "x.gif")], f"{four_d}: positions have 4 coordinates; expected 2 (2D) "
+                                                          "or 3 (3D)"),
         ([str(garbage)], f"{garbage}: not an HDF5 file"),
         ([str(rollout_file), str(rollout_file)], "give one file"),
         ([str(rollout_file), "--boxes", "x.txt"], "--boxes: not used with particle files"),
