@@ -66,6 +66,9 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         from geo3d.synth.rgbd import generate_rgbd
 
         width = 160 if args.res is None else args.res
+        if width < 2:  # the height is 3/4 of it: generate_rgbd's own message would name width or height
+            raise InputError(None, f"--res: expected an image width of at least 2 pixels (the height is 3/4 of it), "
+                                   f"got {width}")
         out = generate_rgbd(args.out, object=args.object or "bunny", frames=30 if args.frames is None else args.frames,
                             noise=args.noise, seed=args.seed, width=width, height=width * 3 // 4)
     elif args.kind == "depth":

@@ -269,6 +269,16 @@ def test_outputs_in_or_at_an_existing_file_are_one_line(tmp_path, capsys):
     assert existing.read_text() == "keep me\n"
 
 
+
+@pytest.mark.parametrize("res", ["0", "1", "-3"])
+def test_synth_rgbd_res_message_names_res(tmp_path, capsys, res):
+    """``--res 0`` said "width", an option the user did not give."""
+    code, _, err = run_cli(capsys, "synth", "rgbd", tmp_path / "out", "--res", res)
+    assert code == 2 and err == f"geo3d: error: --res: expected an image width of at least 2 pixels (the height " \
+                                f"is 3/4 of it), got {res}\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_synth_shapes_into_an_existing_file_console_script(tmp_path):
     existing = tmp_path / "out.ply"
     existing.write_text("keep me\n")
