@@ -224,6 +224,11 @@ class DepthDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = DepthFrames(self.train_dir, self.train_patterns, train=True, crop=self.crop)
+            ranks = self.trainer.world_size if self.trainer is not None else 1
+            if len(self.train_set) < self.batch_size * ranks:  # drop_last: training would take no step at all
+                per = f" in each of {ranks} processes" if ranks > 1 else ""
+                raise InputError(self.train_dir, f"{len(self.train_set)} training frames: fewer than one batch of "
+                                                 f"{self.batch_size}{per} (lower data.batch_size or add frames)")
         self.val_set = DepthFrames(self.val_dir, self.val_patterns, repeat=True)
         if self.val_frames is not None:
             self.val_set.ids = self.val_set.ids[: self.val_frames]

@@ -414,6 +414,23 @@ def test_read_sparse_errors_name_the_file(tmp_path):
         read_sparse(tmp_path / "minus_inf.npy", shape=image_shape)
 
 
+
+def test_fewer_training_frames_than_a_batch_is_an_error(frames, capsys):
+    """Six training frames and batch 8: "No training batches", no checkpoint and exit 0 before; now a one-line
+    error naming the folder, from the CLI as from setup()."""
+    from pipelines.depth.data import DepthDataModule
+
+    dm = DepthDataModule(str(frames / "train"), str(frames / "val"), batch_size=8)
+    with pytest.raises(InputError, match=r"train: 6 training frames: fewer than one batch of 8 \(lower "):
+        dm.setup("fit")
+    DepthDataModule(str(frames / "train"), str(frames / "val"), batch_size=6).setup("fit")  # one batch: fine
+    code = main(["fit", "--config", "configs/depth/omni_tiny_cpu.yaml", "--data.train_dir", str(frames / "train"),
+                 "--data.val_dir", str(frames / "val"), "--data.batch_size", "8", "--trainer.max_steps", "1",
+                 "--trainer.logger", "false", "--trainer.default_root_dir", str(frames.parent / "no_batch_run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{frames / 'train'}: 6 training frames" in err, err
+
+
 def test_frames_are_deterministic_for_evaluation(frames):
     data = DepthFrames(frames / "val", ["random:0.01", "lidar:16"], repeat=True)
     assert len(data) == 4
