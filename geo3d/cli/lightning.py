@@ -112,7 +112,7 @@ def _make_cli_class():
         def _write_metrics(self) -> None:
             """Write ``trainer.callback_metrics`` (name -> float) to ``--metrics_json`` when given."""
             path = self.config[self.subcommand].get("metrics_json")
-            if path:
+            if path and self.trainer.is_global_zero:  # every rank holds the same (synced) metrics: one writes
                 import json
 
                 from geo3d.io.atomic import atomic_write_text
@@ -144,8 +144,11 @@ def run_lightning(args: list[str]) -> None:
 
     cli_class = _make_cli_class()
     # Lightning reads sys.argv (and warns when given ``args`` beside a non-empty sys.argv), so the
-    # arguments go in as the process's own, also when main() is called from Python.
-    with mock.patch.object(sys, "argv", ["geo3d", *args]):
+    # arguments go in as the process's own, also when main() is called from Python. Run as the ``geo3d`` console
+    # script, argv[0] stays its path: under DDP Lightning starts the other ranks with ``python <abspath(argv[0])>
+    # <args>`` (run as ``python -m geo3d.cli``, with ``python -m geo3d.cli <args>``).
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "geo3d" else "geo3d"
+    with mock.patch.object(sys, "argv", [script, *args]):
         cli_class(
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -182,6 +182,9 @@ class BlendHeadCalibration(pl.Callback):
             raise TypeError("BlendHeadCalibration needs the depth datamodule (pipelines.depth.data.DepthDataModule: "
                             f"train_dir, train_patterns, crop), got {type(data).__name__}")
         start = time.perf_counter()
+        if trainer.world_size > 1:  # under DDP each rank's batch-norm statistics are its own last batches': all
+            # ranks refit from rank 0's model (what its checkpoints hold), so they end with the same weights
+            pl_module.load_state_dict(trainer.strategy.broadcast(pl_module.state_dict(), src=0))
         frames = DepthFrames(data.train_dir, data.train_patterns, train=True, crop=None)
         progress = trainer.is_global_zero
         cache = cache_blend_inputs(net, frames, self.frames, seed=self.seed,

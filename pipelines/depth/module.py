@@ -33,6 +33,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from geo3d.io.checkpoint import regroup_hparams
 from geo3d.io.depth_png import write_depth_png
 from geo3d.metrics.depth import depth_metrics
+from geo3d.metrics.distributed import SampleMeans
 from geo3d.schedule import step_one_cycle
 from geo3d.types import DepthMap
 from pipelines.depth.model import BlendSettings, DepthCompletionNet, IntegrationSettings, NetworkSettings
@@ -276,6 +277,7 @@ class DepthCompletion(pl.LightningModule):
         # --ckpt_path can be parsed back into the config)
         self.save_hyperparameters()
         self.loss_weights, self.optim, self.max_depth = loss, optim, max_depth
+        self._eval_means = SampleMeans()  # validation/test metrics per (frame, pattern), exact under DDP
         self.net = DepthCompletionNet(network, integration, blend)
 
     @staticmethod
@@ -368,21 +370,32 @@ class DepthCompletion(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Metrics of one (frame, pattern) sample (batch size 1), recorded by its ids; averaged over the split at
+        the epoch's end (:class:`geo3d.metrics.distributed.SampleMeans`: every sample once under DDP)."""
         out = self(batch["image"], batch["sparse"])
         loss, _ = self.loss(out, batch["gt"])
-        self.log("val/loss", loss, batch_size=1)
         metrics = depth_metrics(out["depth"][:, 0], batch["gt"][:, 0], max_depth=self.max_depth)
         pattern = batch["pattern"][0]
+        values = {"val/loss": loss}
         for key in METRIC_KEYS:
-            self.log(f"val/{key}", metrics[key], batch_size=1)
-            self.log(f"val_{pattern}/{key}", metrics[key], batch_size=1)
+            values[f"val/{key}"] = metrics[key]
+            values[f"val_{pattern}/{key}"] = metrics[key]
         if "blend_weight" in out:  # how much the output trusts the integration over linear interpolation
-            self.log(f"val_{pattern}/blend_weight", out["blend_weight"].mean(), batch_size=1)
+            values[f"val_{pattern}/blend_weight"] = out["blend_weight"].mean()
         if "prior_weight" in out:  # how much the integration's prior trusts linear interpolation over the nearest fill
-            self.log(f"val_{pattern}/prior_weight", out["prior_weight"].mean(), batch_size=1)
+            values[f"val_{pattern}/prior_weight"] = out["prior_weight"].mean()
+        self._eval_means.add((batch["frame"][0], pattern), values)
+
+    def on_validation_epoch_end(self) -> None:
+        means = self._eval_means.compute()
+        means["val/num_samples"] = means.pop("num_samples")
+        self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Complete a batch: ``{"depth", "uncertainty"}`` (B, 1, H, W) metres, with the batch's frame and pattern

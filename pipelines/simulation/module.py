@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 
 from geo3d.io.checkpoint import regroup_hparams
+from geo3d.metrics.distributed import SampleMeans
 from geo3d.metrics.simulation import rollout_metrics
 from pipelines.simulation.features import KINEMATIC_TYPE, Normalizer, NormalizerStatistics
 from pipelines.simulation.giorom import GIOROM, QuerySettings, SamplingSettings, resolve_count
@@ -96,6 +97,7 @@ class SimulatorModule(pl.LightningModule):
     def __init__(self, optim: OptimSettings, evaluation: EvaluationSettings):
         super().__init__()
         self.optim, self.evaluation = optim, evaluation
+        self._eval_means = SampleMeans()  # validation/test metrics per trajectory, exact under DDP
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -191,32 +193,46 @@ class SimulatorModule(pl.LightningModule):
         return pred, baseline, true
 
     def _evaluate(self, traj: dict[str, Any], prefix: str, steps: int | None) -> None:
+        """One trajectory's one-step loss and rollout metrics (model and constant-velocity baseline), recorded by
+        its index; averaged over the trajectories at the epoch's end (every trajectory once under DDP)."""
         windows = self._clean_windows(traj)
         if windows is None:
             return
-        self.log(f"{prefix}/loss", self.one_step_loss(windows), batch_size=1)
+        values: dict[str, Any] = {f"{prefix}/loss": self.one_step_loss(windows)}
         mass = self.evaluation.particle_mass
         try:
             pred, baseline, true = self.rollout_trajectory(traj, steps)
         except RolloutError:  # early in training: NaN positions. Log inf so that checkpoint monitors still see keys
-            self.log(f"{prefix}/rollout_failed", 1.0, batch_size=1)
+            values[f"{prefix}/rollout_failed"] = 1.0
             available = traj["positions"].shape[0] - self.model.history
             s = available if steps is None else min(steps, available)
             shape_only = rollout_metrics(torch.zeros(s, 1, 1), torch.zeros(s, 1, 1))  # which keys this length has
             metrics, baseline_metrics = {k: math.inf for k, v in shape_only.items() if not math.isnan(v)}, {}
         else:
-            self.log(f"{prefix}/rollout_failed", 0.0, batch_size=1)
+            values[f"{prefix}/rollout_failed"] = 0.0
             metrics, baseline_metrics = rollout_metrics(pred, true, mass), rollout_metrics(baseline, true, mass)
-        for key, value in _finite(metrics).items():
-            self.log(f"{prefix}/{key}", value, batch_size=1, prog_bar=key == "mse_5")
-        for key, value in _finite(baseline_metrics).items():
-            self.log(f"{prefix}/baseline_{key}", value, batch_size=1)
+        values.update({f"{prefix}/{key}": value for key, value in _finite(metrics).items()})
+        values.update({f"{prefix}/baseline_{key}": value for key, value in _finite(baseline_metrics).items()})
+        self._eval_means.add(int(traj["trajectory"]), values)  # its index in the split (TrajectoryDataset)
+
+    def _log_eval_means(self, prefix: str) -> None:
+        means = self._eval_means.compute()
+        means[f"{prefix}/num_samples"] = means.pop("num_samples")
+        if f"{prefix}/mse_5" in means:
+            self.log(f"{prefix}/mse_5", means.pop(f"{prefix}/mse_5"), prog_bar=True, sync_dist=True)
+        self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.evaluation.val_rollout_steps)
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval_means("val")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.evaluation.test_rollout_steps)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_means("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Full rollout of a test trajectory, on the CPU: ``{"pred", "baseline", "true"}`` (S, N, D) metres, the

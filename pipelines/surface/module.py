@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from geo3d.errors import InputError
 from geo3d.io import read_mesh
 from geo3d.io.checkpoint import regroup_hparams
+from geo3d.metrics.distributed import SampleMeans
 from geo3d.metrics.geometry import mesh_metrics
 from geo3d.schedule import step_one_cycle
 from geo3d.types import Mesh
 from pipelines.surface.data import candidate_voxels
 from pipelines.surface.fusion import TSDFVolume, fuse_rgbd
+from pipelines.surface.predict import canonical_mesh
 from pipelines.surface.unet import SparseUNet3d, make_input
 
 
@@ -160,6 +162,7 @@ class SurfaceRefiner(pl.LightningModule):
         self.network_settings, self.loss_weights, self.optimisation = network, loss, optimisation
         self.extraction, self.evaluation, self.dilation = extraction, evaluation, dilation
         self.save_hyperparameters()
+        self._eval_means = SampleMeans()  # validation metrics per scan, exact under DDP
         self.net = SparseUNet3d(in_channels=5, base_channels=network.base_channels, levels=network.levels,
                                 out_channels=2)
         self.levels = network.levels
@@ -213,27 +216,37 @@ class SurfaceRefiner(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """One held-out scan (batch size 1): loss terms and raw vs refined mesh metrics, recorded by the scan's
+        path; averaged over the scans at the epoch's end (every scan once under DDP)."""
         loss, parts = self._loss(batch)
-        self.log("val/loss", loss, batch_size=1)
-        for k, v in parts.items():
-            self.log(f"val/{k}", v, batch_size=1)
+        values = {"val/loss": loss, **{f"val/{k}": v for k, v in parts.items()}}
         scan = batch["scan"][0]
         gt = read_mesh(f"{scan}/mesh.ply")
         diag = batch["diagonal"][0]
         threshold = self.evaluation.fscore_fraction * diag
         volume = fuse_rgbd(scan, batch["voxel_size"][0], batch["sdf_trunc"][0], progress=False)
         points = self.evaluation.eval_points
-        raw = mesh_metrics(volume.extract_mesh(), gt, num_points=points, fscore_threshold=threshold)
+        # canonical triangle order: marching cubes' order varies run to run, and with it the seeded sampling of
+        # the metrics (the same numbers in every process: bench_surface.py does the same)
+        raw = mesh_metrics(canonical_mesh(volume.extract_mesh()), gt, num_points=points, fscore_threshold=threshold)
         try:
-            refined = mesh_metrics(refine_volume(self, volume), gt, num_points=points, fscore_threshold=threshold)
+            refined = mesh_metrics(canonical_mesh(refine_volume(self, volume)), gt, num_points=points,
+                                   fscore_threshold=threshold)
             empty = 0.0
         except InputError:  # early in training the network may keep nothing: an empty mesh, not a crash
             refined, empty = {"chamfer": float("inf"), "fscore": 0.0}, 1.0
-        self.log("val/refined_empty", empty, batch_size=1)
+        values["val/refined_empty"] = empty
         for name, m in (("raw", raw), ("refined", refined)):
-            self.log(f"val/{name}_chamfer_rel", m["chamfer"] / diag, batch_size=1)
-            self.log(f"val/{name}_fscore", m["fscore"], batch_size=1)
-        self.log("val/chamfer_ratio", refined["chamfer"] / max(raw["chamfer"], 1e-12), batch_size=1, prog_bar=True)
+            values[f"val/{name}_chamfer_rel"] = m["chamfer"] / diag
+            values[f"val/{name}_fscore"] = m["fscore"]
+        values["val/chamfer_ratio"] = refined["chamfer"] / max(raw["chamfer"], 1e-12)
+        self._eval_means.add(str(scan), values)
+
+    def on_validation_epoch_end(self) -> None:
+        means = self._eval_means.compute()
+        means["val/num_samples"] = means.pop("num_samples")
+        self.log("val/chamfer_ratio", means.pop("val/chamfer_ratio"), prog_bar=True, sync_dist=True)
+        self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.optimisation.lr, weight_decay=self.optimisation.weight_decay)
