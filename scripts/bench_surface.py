@@ -62,12 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from geo3d.io import read_mesh
     from geo3d.io.checkpoint import load_module
-    from geo3d.metrics.geometry import mesh_metrics
+    from geo3d.metrics.geometry import canonical_mesh, mesh_metrics
     from pipelines.surface.baselines import poisson_mesh
     from pipelines.surface.data import list_scans, scan_diagonal, scan_voxel_size
     from pipelines.surface.fusion import fuse_rgbd
     from pipelines.surface.module import SurfaceRefiner, refine_volume
-    from pipelines.surface.predict import canonical_mesh
 
     val = args.data / args.split
     if not val.is_dir():

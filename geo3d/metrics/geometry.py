@@ -130,3 +130,29 @@ def mesh_metrics(pred: Mesh, gt: Mesh, num_points: int = 100_000, fscore_thresho
         "normal_consistency": float((nc_pred + nc_gt) / 2),
         "fscore_threshold": float(fscore_threshold),
     }
+
+
+def canonical_mesh(mesh: Mesh) -> Mesh:
+    """The same mesh with vertices sorted by (x, y, z) and faces sorted, each rotated to start at its smallest
+    vertex index (winding kept).
+
+    Open3D's marching cubes emits the same triangles in a run-dependent order (parallel loops), and the metrics'
+    seeded surface sampling depends on the face order; canonical order makes ``mesh.ply`` and the metrics
+    identical across runs, processes and worker counts.
+
+    Args:
+        mesh: Mesh, vertices (V, 3) float32 metres, faces (F, 3) int64, optional vertex colours (V, 3).
+
+    Returns:
+        Mesh with the same geometry and colours.
+    """
+    vertices = mesh.vertices.detach().cpu().numpy()
+    order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    faces = rank[mesh.faces.detach().cpu().numpy()]
+    if len(faces):
+        faces = np.take_along_axis(faces, (faces.argmin(1)[:, None] + np.arange(3)) % 3, axis=1)
+        faces = faces[np.lexsort((faces[:, 2], faces[:, 1], faces[:, 0]))]
+    colors = None if mesh.vertex_colors is None else mesh.vertex_colors.detach().cpu()[torch.from_numpy(order)]
+    return Mesh(vertices[order], faces, colors)

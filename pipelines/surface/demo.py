@@ -49,11 +49,10 @@ def benchmark_scan(scan: Path, model, points: int = 100_000) -> dict[str, dict[s
         ``completeness_rel`` (fractions of the diagonal), ``fscore``, ``normal_consistency``.
     """
     from geo3d.io import read_mesh
-    from geo3d.metrics.geometry import mesh_metrics
+    from geo3d.metrics.geometry import canonical_mesh, mesh_metrics
     from pipelines.surface.data import scan_diagonal, scan_voxel_size
     from pipelines.surface.fusion import fuse_rgbd
     from pipelines.surface.module import refine_volume
-    from pipelines.surface.predict import canonical_mesh
 
     gt = read_mesh(scan / "mesh.ply")
     voxel, diag = scan_voxel_size(scan, 1 / 128), scan_diagonal(scan)

@@ -30,12 +30,11 @@ from geo3d.errors import InputError
 from geo3d.io import read_mesh
 from geo3d.io.checkpoint import regroup_hparams
 from geo3d.metrics.distributed import SampleMeans
-from geo3d.metrics.geometry import mesh_metrics
+from geo3d.metrics.geometry import canonical_mesh, mesh_metrics
 from geo3d.schedule import step_one_cycle
 from geo3d.types import Mesh
 from pipelines.surface.data import candidate_voxels
 from pipelines.surface.fusion import TSDFVolume, fuse_rgbd
-from pipelines.surface.predict import canonical_mesh
 from pipelines.surface.unet import SparseUNet3d, make_input
 
 

@@ -60,6 +60,7 @@ from typing import Any
 from geo3d.errors import InputError
 from geo3d.io.atomic import atomic_write_text
 from geo3d.io.json_file import read_json_object
+from geo3d.metrics.geometry import canonical_mesh
 
 METHODS = ("tsdf", "refined", "poisson")
 MESH_FORMATS = ("ply", "obj")
@@ -261,37 +262,6 @@ def load_refiner(checkpoint: str | os.PathLike):
             raise InputError(checkpoint, "checkpoint file not found")
         _REFINERS[key] = load_module(checkpoint, SurfaceRefiner, map_location="cpu")
     return _REFINERS[key]
-
-
-def canonical_mesh(mesh):
-    """The same mesh with vertices sorted by (x, y, z) and faces sorted, each rotated to start at its smallest
-    vertex index (winding kept).
-
-    Open3D's marching cubes emits the same triangles in a run-dependent order (parallel loops), and the metrics'
-    seeded surface sampling depends on the face order; canonical order makes ``mesh.ply`` and the metrics
-    identical across runs, processes and worker counts.
-
-    Args:
-        mesh: Mesh, vertices (V, 3) float32 metres, faces (F, 3) int64, optional vertex colours (V, 3).
-
-    Returns:
-        Mesh with the same geometry and colours.
-    """
-    import numpy as np
-    import torch
-
-    from geo3d.types import Mesh
-
-    vertices = mesh.vertices.detach().cpu().numpy()
-    order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    faces = rank[mesh.faces.detach().cpu().numpy()]
-    if len(faces):
-        faces = np.take_along_axis(faces, (faces.argmin(1)[:, None] + np.arange(3)) % 3, axis=1)
-        faces = faces[np.lexsort((faces[:, 2], faces[:, 1], faces[:, 0]))]
-    colors = None if mesh.vertex_colors is None else mesh.vertex_colors.detach().cpu()[torch.from_numpy(order)]
-    return Mesh(vertices[order], faces, colors)
 
 
 def _now() -> str:

@@ -86,7 +86,14 @@ def _geo3d(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+# Each case starts 5 processes (2 + 2 + 1; the detection and surface ones import spconv, about 5 CPU-s each): in
+# `make test` the simulation case runs, the other three are `slow` (`make test-slow`), to keep the suite in 5 minutes.
+# Their shared parts run fast elsewhere too: SampleMeans in two gloo processes (tests/geo3d/metrics).
+FAST = {"simulation"}
+
+
+@pytest.mark.parametrize("pipeline", [name if name in FAST else pytest.param(name, marks=pytest.mark.slow)
+                                      for name in sorted(PIPELINES)])
 def test_two_ranks_agree_and_validate_as_one_process(pipeline, tmp_path):
     make_data, count_key = PIPELINES[pipeline]
     common = make_data(tmp_path / "data")

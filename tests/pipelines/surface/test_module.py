@@ -12,7 +12,7 @@ import torch
 
 from geo3d.errors import InputError
 from geo3d.io import read_mesh
-from geo3d.metrics.geometry import mesh_metrics
+from geo3d.metrics.geometry import canonical_mesh, mesh_metrics
 from geo3d.synth.rgbd import generate_rgbd
 from pipelines.surface.data import SurfaceDataModule, collate_scans, list_scans, prepare_scan
 from pipelines.surface.fusion import fuse_rgbd
@@ -25,7 +25,6 @@ from pipelines.surface.module import (
     SurfaceRefiner,
     refine_volume,
 )
-from pipelines.surface.predict import canonical_mesh
 
 
 def _scans(root, names):
