@@ -442,7 +442,10 @@ def _run_ray(jobs: list[tuple[Path, Path]], options: ReconstructOptions, address
         raise InputError(None, "--backend ray needs Ray: pip install 'geo3d[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as err:  # no cluster at that address: one line, not Ray's traceback
+            raise InputError(None, f"--ray-address {address}: cannot connect to a Ray cluster ({err})") from None
     try:
         task = ray.remote(num_cpus=1)(_ray_reconstruct_scene)
         pending = [task.remote(str(scene), str(out), options) for scene, out in jobs]

@@ -176,6 +176,78 @@ def test_killed_batch_resumes_with_only_the_missing_scenes(tmp_path):
     assert not again.failed and [r["scene"] for r in read_summary(out)] == [*names, "mean"]
 
 
+
+
+def test_ray_address_without_a_cluster_is_one_line(scenes_root, tmp_path, monkeypatch, capsys):
+    """``--ray-address auto`` with no Ray instance running: Ray's ConnectionError traceback before."""
+    import tempfile
+
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'geo3d[ray]')")
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray"))  # no instance has written its address here
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = main(["reconstruct", "--input", str(scenes_root), "--output", str(tmp_path / "out"), "--backend", "ray",
+                 "--ray-address", "auto", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--ray-address auto: cannot connect to a Ray cluster" in err, err
+
+
+def test_killed_ray_batch_resumes_with_only_the_missing_scenes(tmp_path, monkeypatch):
+    """The same on a Ray instance (a head started here with 2 CPUs, as a cluster would be): SIGKILL the driver of
+    a ``--backend ray --ray-address`` run midway, re-run it on Ray: only the missing scenes are computed, and every
+    scene's metrics equal a local run's."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'geo3d[ray]')")
+    root = tmp_path / "five"
+    names = [f"blob_{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        generate_rgbd(root / name, object="blob", frames=6, seed=i, width=96, height=72, progress=False)
+    import tempfile
+
+    # a short temp folder: Ray's socket paths must fit in 107 characters, pytest's tmp_path may not
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray"), "OMP_NUM_THREADS": "1"}
+    port = 20000 + os.getpid() % 20000
+    ray_bin = Path(sys.executable).parent / "ray"
+    subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard",
+                    "false", "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        address = "auto"  # the head started above: found through RAY_TMPDIR, as on a cluster node
+        out = tmp_path / "ray_out"
+        args = ["reconstruct", "--input", str(root), "--output", str(out), "--backend", "ray", "--ray-address",
+                address, "--voxel-fraction", "1/64", "--eval-points", "20000", "--no-progress"]
+        proc = subprocess.Popen([sys.executable, "-m", "geo3d.cli", *args], start_new_session=True, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not list(out.glob("*/status.json")):
+            assert proc.poll() is None, "the batch ended before it could be killed"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = sorted(p.parent.name for p in out.glob("*/status.json"))
+        assert 1 <= len(done) < 5 and not (out / "summary.csv").exists()
+        monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])  # this process connects to the same head
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            again = reconstruct_batch(root, out, ReconstructOptions(voxel_fraction=1 / 64, eval_points=20000),
+                                      backend="ray", progress=False)
+        finally:
+            ray.shutdown()
+        assert not again.failed and set(again.computed) <= set(names) - set(done) and again.computed
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    local = reconstruct_batch(root, tmp_path / "local", ReconstructOptions(voxel_fraction=1 / 64, eval_points=20000),
+                              workers=2, progress=False)
+    assert sorted(local.computed) == names
+    rows_local, rows_ray = read_summary(tmp_path / "local"), read_summary(out)
+    assert [r["scene"] for r in rows_ray] == [*names, "mean"]
+    for a, b in zip(rows_local, rows_ray, strict=True):
+        for key in METRICS:
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-9), (a["scene"], key)
+
+
 def break_scenes(root: Path) -> dict[str, str]:
     """Break blob_1 (an 8-bit depth PNG) and add three broken scenes; returns scene -> expected text in the error."""
     depth = root / "blob_1" / "frame-000002.depth.png"
