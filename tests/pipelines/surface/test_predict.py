@@ -201,10 +201,10 @@ def test_killed_ray_batch_resumes_with_only_the_missing_scenes(tmp_path, monkeyp
     import time
 
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'geo3d[ray]')")
-    root = tmp_path / "five"
-    names = [f"blob_{i}" for i in range(5)]
+    root = tmp_path / "three"
+    names = [f"blob_{i}" for i in range(3)]  # 2 CPUs: the third starts when the first is done, the kill comes then
     for i, name in enumerate(names):
-        generate_rgbd(root / name, object="blob", frames=6, seed=i, width=96, height=72, progress=False)
+        generate_rgbd(root / name, object="blob", frames=4, seed=i, width=64, height=48, progress=False)
     import tempfile
 
     # a short temp folder: Ray's socket paths must fit in 107 characters, pytest's tmp_path may not
@@ -227,7 +227,7 @@ def test_killed_ray_batch_resumes_with_only_the_missing_scenes(tmp_path, monkeyp
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         done = sorted(p.parent.name for p in out.glob("*/status.json"))
-        assert 1 <= len(done) < 5 and not (out / "summary.csv").exists()
+        assert 1 <= len(done) < 3 and not (out / "summary.csv").exists()
         monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])  # this process connects to the same head
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         try:
