@@ -145,13 +145,28 @@ def test_largest_component_drops_a_floater_and_obj_output(scenes, tmp_path):
     assert again.computed == ["blob_0"]
 
 
-def test_killed_batch_resumes_with_only_the_missing_scenes(tmp_path):
-    """SIGKILL a ``--workers 2`` run of six scenes midway (parent and workers); the re-run computes only the
-    scenes that had no ok status, and the outputs are then complete."""
+def kill_after_first_scene(args: list[str], out: Path, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``geo3d <args>`` in its own session, SIGKILL it (parent and workers) once a first scene of ``out`` has
+    its status, and return the scenes that had one."""
     import os
     import signal
     import subprocess
     import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "geo3d.cli", *args], start_new_session=True, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(out.glob("*/status.json")):
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return sorted(p.parent.name for p in out.glob("*/status.json"))
+
+
+def test_killed_batch_resumes_with_only_the_missing_scenes(tmp_path):
+    """SIGKILL a ``--workers 2`` run of six scenes midway (parent and workers); the re-run computes only the
+    scenes that had no ok status, and the outputs are then complete."""
 
     root = tmp_path / "six"
     names = [f"blob_{i}" for i in range(6)]
@@ -160,15 +175,7 @@ def test_killed_batch_resumes_with_only_the_missing_scenes(tmp_path):
     out = tmp_path / "out"
     args = ["reconstruct", "--input", str(root), "--output", str(out), "--workers", "2", "--voxel-fraction", "1/64",
             "--eval-points", "20000", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "geo3d.cli", *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("*/status.json")):
-        assert proc.poll() is None, "the batch ended before it could be killed"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = sorted(p.parent.name for p in out.glob("*/status.json"))
+    done = kill_after_first_scene(args, out)
     assert 1 <= len(done) < 6 and not (out / "summary.csv").exists()
     again = reconstruct_batch(root, out, ReconstructOptions(voxel_fraction=1 / 64, eval_points=20000), workers=2,
                               progress=False)
@@ -197,9 +204,7 @@ def test_killed_ray_batch_resumes_with_only_the_missing_scenes(tmp_path, monkeyp
     scene's metrics (from either Ray run) equal a local run's. (One Ray instance in the suite: two starting at once
     on the busy 2-core machine timed out.)"""
     import os
-    import signal
     import subprocess
-    import time
 
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'geo3d[ray]')")
     root = tmp_path / "three"
@@ -219,15 +224,7 @@ def test_killed_ray_batch_resumes_with_only_the_missing_scenes(tmp_path, monkeyp
         out = tmp_path / "ray_out"
         args = ["reconstruct", "--input", str(root), "--output", str(out), "--backend", "ray", "--ray-address",
                 address, "--voxel-fraction", "1/64", "--eval-points", "20000", "--no-progress"]
-        proc = subprocess.Popen([sys.executable, "-m", "geo3d.cli", *args], start_new_session=True, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not list(out.glob("*/status.json")):
-            assert proc.poll() is None, "the batch ended before it could be killed"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        done = sorted(p.parent.name for p in out.glob("*/status.json"))
+        done = kill_after_first_scene(args, out, env)
         assert 1 <= len(done) < 3 and not (out / "summary.csv").exists()
         monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])  # this process connects to the same head
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
