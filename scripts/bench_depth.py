@@ -75,40 +75,20 @@ def synthetic_rows(args, methods) -> list[dict]:
 
 
 def real_rows(args, methods) -> list[dict]:
-    import numpy as np
-    import torch
-
     from geo3d.metrics.depth import depth_metrics
-    from geo3d.synth.patterns import sample_sparse
-    from pipelines.depth.data import read_image, read_sparse
+    from pipelines.depth.demo import real_inputs
 
+    inputs = real_inputs(args.shared)  # the same inputs as geo3d demo's depth stage
+    for name, folder in (("kitti", "kitti_dc"), ("indoor", "indoor")):
+        if not any(i["set"] == name for i in inputs):
+            print(f"skipped {'KITTI' if name == 'kitti' else name}: {args.shared / folder} not found", file=sys.stderr)
     rows = []
-    kitti = args.shared / "kitti_dc"
-    if (kitti / "gt_depth.png").is_file():
-        image = read_image(kitti / "rgb.png")
-        sparse = read_sparse(kitti / "sparse_depth.png", 256.0, image.shape[:2])
-        gt = read_sparse(kitti / "gt_depth.png", 256.0, image.shape[:2])
+    for item in inputs:
         for method in methods:
-            pred = _complete(method, image, sparse, args.ckpt, {"max_depth": 100.0})
-            rows.append({"set": "kitti", "frame": "kitti_dc", "pattern": "kitti lidar (its own)", "method": method,
-                         "points": int((sparse > 0).sum()), **depth_metrics(pred, gt)})
-    else:
-        print(f"skipped KITTI: {kitti} not found", file=sys.stderr)
-    indoor = args.shared / "indoor"
-    if (indoor / "gt.npy").is_file():
-        image = read_image(indoor / "image.png")
-        gt = read_sparse(indoor / "gt.npy", shape=image.shape[:2])
-        inputs = {"100 points (its own)": read_sparse(indoor / "sparse_100.npy", shape=image.shape[:2])}
-        for pattern in ("random:500", "lidar:16"):
-            inputs[pattern] = sample_sparse(gt, pattern, np.random.default_rng(0), image=image)
-        for pattern, sparse in inputs.items():
-            for method in methods:
-                pred = _complete(method, image, sparse, args.ckpt,
-                                 {"max_depth": 100.0, "extrapolate": False, "blur": "bilateral"})
-                rows.append({"set": "indoor", "frame": "indoor", "pattern": pattern, "method": method,
-                             "points": int((sparse > 0).sum()), **depth_metrics(pred, torch.as_tensor(gt))})
-    else:
-        print(f"skipped indoor: {indoor} not found", file=sys.stderr)
+            pred = _complete(method, item["image"], item["sparse"], args.ckpt, item["ip_basic"])
+            rows.append({"set": item["set"], "frame": "kitti_dc" if item["set"] == "kitti" else "indoor",
+                         "pattern": item["pattern"], "method": method, "points": int((item["sparse"] > 0).sum()),
+                         **depth_metrics(pred, item["gt"])})
     return rows
 
 
