@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -31,6 +30,7 @@ from geo3d.io.checkpoint import check_checkpoint, load_module
 from geo3d.zoo.cards import models_md
 from geo3d.zoo.export import KEPT_KEYS
 from geo3d.zoo.registry import PACKAGE_DIR, STAGES
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY_NAMES = ("second_car", "omni_dc", "surface_unet", "giorom_elastic", "giorom_sand")
@@ -59,10 +59,7 @@ def shipped(monkeypatch):
 
 def load_make_weights():
     """scripts/make_weights.py as a module."""
-    spec = importlib.util.spec_from_file_location("make_weights", REPO / "scripts" / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_weights")
 
 
 # --- the shipped registry ----------------------------------------------------------------------------------------

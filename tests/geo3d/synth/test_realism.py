@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -21,8 +20,7 @@ from geo3d.synth.realism import (
     fit_power_law,
 )
 from geo3d.types import box_corners
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +144,7 @@ def test_fit_power_law_and_compare_flags():
 
 
 def test_script_writes_table_json_and_plot(shared_data, synth3, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("synth_vs_real", REPO / "scripts" / "synth_vs_real.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("synth_vs_real")
     out = tmp_path / "out"
     real = shared_data / "kitti" / "training"
     assert script.main(["--real", str(real), "--synth", str(synth3), "--frames", "2", "--out", str(out)]) == 0

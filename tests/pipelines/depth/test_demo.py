@@ -3,23 +3,16 @@ frames and weights (the card's benchmark), each beside the card's, and its pictu
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
 from pipelines.depth.demo import run_stage
 from tests.demo_zoo import tiny_depth, write_zoo
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.scripts import load_script
 
 
 def _bench_depth():
-    spec = importlib.util.spec_from_file_location("bench_depth", REPO / "scripts" / "bench_depth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_depth")
 
 
 def test_depth_stage_gives_the_benchmarks_numbers_beside_the_card(shared_data, tmp_path, monkeypatch):

@@ -4,8 +4,6 @@ box agreement against by-hand numbers, the bootstrap's determinism, and the scri
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +17,7 @@ from pipelines.detection.error_analysis import (
     replace_fields,
 )
 from pipelines.detection.kitti_eval import kitti_eval
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.scripts import load_script
 
 
 def _car(x: float, z: float, h: float = 1.5, y: float = 1.7, score: float | None = None) -> KittiObject:
@@ -104,10 +101,7 @@ def test_bootstrap_is_deterministic_and_zero_for_perfect_detections():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("dea", REPO / "scripts" / "detection_error_analysis.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("detection_error_analysis")
 
 
 def test_script_report_and_bad_input(tmp_path, capsys):

@@ -3,10 +3,8 @@ input, and loading checkpoints, also those of the old flat settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,20 +23,17 @@ from pipelines.detection.predict import (
     evaluate_real_frames,
     load_detector,
 )
+from tests.scripts import load_script
 
 from .conftest import CALIB, car_label
 
-REPO = Path(__file__).resolve().parents[3]
 RANGE = [0.0, -25.6, -3.0, 51.2, 25.6, 1.0]
 DONTCARE = KittiObject("DontCare", -1, -1, -10, (100.0, 100.0, 300.0, 300.0), (-1, -1, -1), (-1000, -1000, -1000),
                        -10)
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 def _along(box: torch.Tensor, d: float) -> torch.Tensor:

@@ -3,27 +3,22 @@ same scan and weights (the card's benchmark), the means sit beside the card's, a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from geo3d.report import Report
 from pipelines.surface.demo import run_stage
 from tests.demo_zoo import tiny_refiner, write_zoo
+from tests.scripts import load_script
 
-REPO = Path(__file__).resolve().parents[3]
 SMALL_SCAN = {"frames": 3, "width": 80, "height": 60}
 POINTS = 3000
 
 
 def _bench_surface():
-    spec = importlib.util.spec_from_file_location("bench_surface", REPO / "scripts" / "bench_surface.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_surface")
 
 
 def test_surface_stage_gives_the_benchmarks_numbers_beside_the_card(tmp_path, monkeypatch):
