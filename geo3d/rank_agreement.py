@@ -1,7 +1,7 @@
 """A Lightning callback that records what every DDP rank trained with, to check that the ranks agree.
 
 Under DDP every rank must apply the same update with the same learning rate, so after training all ranks hold the
-same weights. :class:`RankAgreement` writes, per rank, the learning rate of every optimizer step and a sha256 of the
+same weights. :class:`RankAgreement` writes, per rank, the learning rates at every training batch and a sha256 of the
 final weights to ``<out_dir>/rank<R>.json``; two ranks agree when their files are equal. Use it to check a
 multi-node set-up::
 
@@ -37,7 +37,7 @@ def weights_sha256(module: pl.LightningModule, buffers: bool = False) -> str:
 
 
 class RankAgreement(pl.Callback):
-    """Write each rank's learning rates (every optimizer step) and final weights digest to ``out_dir``.
+    """Write each rank's learning rates (at every training batch) and final weights digest to ``out_dir``.
 
     Args:
         out_dir: folder for ``rank<R>.json``: ``{"rank", "world_size", "global_step", "lrs": [[step, lr of each

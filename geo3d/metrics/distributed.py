@@ -56,14 +56,15 @@ class SampleMeans:
         self._records[sample_id] = {k: float(v.item() if isinstance(v, torch.Tensor) else v)
                                     for k, v in metrics.items()}
 
-    def compute(self, reset: bool = True) -> dict[str, float]:
+    def compute(self, count_name: str = "num_samples", reset: bool = True) -> dict[str, float]:
         """The means over the distinct samples of all ranks (collective: every rank must call it).
 
         Args:
+            count_name: the name under which the number of distinct samples is returned (e.g. ``val/num_samples``).
             reset: forget the records afterwards (for the next epoch).
 
         Returns:
-            name -> float64 mean over the samples that have it, and ``num_samples``: the distinct samples.
+            name -> float64 mean over the samples that have it, and ``count_name``: the distinct samples.
         """
         merged: dict[Hashable, dict[str, float]] = {}
         for part in _gather_objects(self._records):
@@ -77,7 +78,7 @@ class SampleMeans:
                 sums[name] = sums.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
         means = {name: sums[name] / counts[name] for name in sums}
-        means["num_samples"] = float(len(merged))
+        means[count_name] = float(len(merged))
         return means
 
     def reset(self) -> None:

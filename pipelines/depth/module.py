@@ -387,8 +387,7 @@ class DepthCompletion(pl.LightningModule):
         self._eval_means.add((batch["frame"][0], pattern), values)
 
     def on_validation_epoch_end(self) -> None:
-        means = self._eval_means.compute()
-        means["val/num_samples"] = means.pop("num_samples")
+        means = self._eval_means.compute("val/num_samples")
         self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values
 
     def test_step(self, batch: dict, batch_idx: int) -> None:

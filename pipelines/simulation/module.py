@@ -216,8 +216,7 @@ class SimulatorModule(pl.LightningModule):
         self._eval_means.add(int(traj["trajectory"]), values)  # its index in the split (TrajectoryDataset)
 
     def _log_eval_means(self, prefix: str) -> None:
-        means = self._eval_means.compute()
-        means[f"{prefix}/num_samples"] = means.pop("num_samples")
+        means = self._eval_means.compute(f"{prefix}/num_samples")
         if f"{prefix}/mse_5" in means:
             self.log(f"{prefix}/mse_5", means.pop(f"{prefix}/mse_5"), prog_bar=True, sync_dist=True)
         self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values

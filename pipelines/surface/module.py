@@ -242,8 +242,7 @@ class SurfaceRefiner(pl.LightningModule):
         self._eval_means.add(str(scan), values)
 
     def on_validation_epoch_end(self) -> None:
-        means = self._eval_means.compute()
-        means["val/num_samples"] = means.pop("num_samples")
+        means = self._eval_means.compute("val/num_samples")
         self.log("val/chamfer_ratio", means.pop("val/chamfer_ratio"), prog_bar=True, sync_dist=True)
         self.log_dict(means, sync_dist=True)  # the same on every rank: sync_dist only averages equal values
 
